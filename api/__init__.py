@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): validates, stores and enqueues; reads jobs back."""

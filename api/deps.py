@@ -1,0 +1,40 @@
+"""FastAPI dependencies as Annotated aliases; tests swap them through ``dependency_overrides``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.enqueue import Enqueuer
+from config.settings import Settings
+from domain.db import session_scope
+from domain.models import DEFAULT_TENANT
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with session_scope(request.app.state.sessions) as session:
+        yield session
+
+
+def get_enqueuer(request: Request) -> Enqueuer:
+    enqueuer: Enqueuer = request.app.state.enqueuer
+    return enqueuer
+
+
+def get_tenant() -> str:
+    """The caller's tenant. One default tenant until API keys name one."""
+    return DEFAULT_TENANT
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
+TenantDep = Annotated[str, Depends(get_tenant)]

@@ -1,0 +1,183 @@
+"""The long-running commands: api, worker, beat, flower, sim, and db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from config.errors import ConfigError
+from config.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from exc
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def add_api_parser(sub: Any) -> None:
+    parser = sub.add_parser("api", help="run the HTTP API (uvicorn)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=8000)
+    parser.add_argument("--workers", type=_positive, default=1, help="uvicorn worker processes")
+    parser.set_defaults(handler=run_api)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    get_settings()  # fail fast, naming the variable, before uvicorn starts
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
+    return 0
+
+
+def add_worker_parser(sub: Any) -> None:
+    parser = sub.add_parser("worker", help="run a Celery worker for one or more tiers")
+    parser.add_argument("--tier", action="append", default=[], help="tier to serve (repeatable; default all)")
+    parser.add_argument("--concurrency", type=_positive, help="threads (default: the tiers' concurrency)")
+    parser.add_argument("--name", help="worker node name (default tiers@hostname)")
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--no-control", action="store_true", help="do not serve the sweeper's queue")
+    parser.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from config.celery_conf import CONTROL_QUEUE
+    from workers.celery_app import create_celery
+    from workers.tasks import register_tasks
+
+    settings = get_settings()
+    tiers = settings.tiers.tiers
+    names = args.tier or list(tiers)
+    unknown = [name for name in names if name not in tiers]
+    if unknown:
+        raise ConfigError(f"--tier: unknown tier {', '.join(unknown)}; known: {', '.join(tiers)}")
+    concurrency = args.concurrency or sum(tiers[name].concurrency for name in names)
+    queues = [tiers[name].queue for name in names]
+    if not args.no_control:
+        queues.append(CONTROL_QUEUE)
+    app = create_celery(settings)
+    register_tasks(app, settings, concurrency=concurrency)
+    node = args.name or f"{'+'.join(names)}@%h"
+    app.worker_main(
+        argv=[
+            "worker",
+            "--queues",
+            ",".join(queues),
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            node,
+            "--loglevel",
+            args.loglevel,
+            "--task-events",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+    return 0
+
+
+def add_beat_parser(sub: Any) -> None:
+    parser = sub.add_parser("beat", help="run the scheduler for the sweeper")
+    parser.add_argument("--schedule", default=str(ROOT / "var" / "celerybeat-schedule"))
+    parser.set_defaults(handler=run_beat)
+
+
+def run_beat(args: argparse.Namespace) -> int:
+    from workers.celery_app import create_celery
+    from workers.tasks import register_tasks
+
+    settings = get_settings()
+    Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings)
+    register_tasks(app, settings)
+    app.start(argv=["beat", "--schedule", args.schedule, "--loglevel", "INFO"])
+    return 0
+
+
+def add_flower_parser(sub: Any) -> None:
+    parser = sub.add_parser("flower", help="run Flower against the broker")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=_port, default=5555)
+    parser.set_defaults(handler=run_flower)
+
+
+def flower_command(host: str, port: int) -> list[str]:
+    settings = get_settings()
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "--broker",
+        settings.redis_url,
+        "flower",
+        f"--address={host}",
+        f"--port={port}",
+        "--purge_offline_workers=60",
+    ]
+
+
+def run_flower(args: argparse.Namespace) -> int:
+    return subprocess.call(flower_command(args.host, args.port), env=os.environ.copy())
+
+
+def add_sim_parser(sub: Any) -> None:
+    parser = sub.add_parser("sim", help="run the OpenAI-compatible simulator", add_help=False)
+    parser.add_argument("sim_args", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=run_sim)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from simulator.server import main as sim_main
+
+    return int(sim_main(list(args.sim_args)))
+
+
+def add_db_parser(sub: Any) -> None:
+    parser = sub.add_parser("db", help="database migrations")
+    parser.add_argument("action", choices=["upgrade", "current"])
+    parser.add_argument("--revision", default="head")
+    parser.set_defaults(handler=run_db)
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from cli.migrations import current, upgrade
+
+    settings = get_settings()
+    if args.action == "upgrade":
+        upgrade(settings.database_url, args.revision)
+        print(f"database upgraded to {args.revision}")
+    else:
+        print(current(settings.database_url) or "(empty)")
+    return 0

@@ -1,0 +1,48 @@
+"""``batchery``: dev, api, worker, flower, beat, sim, db, submit.
+
+Bad arguments exit 2 with a usage message; a bad configuration exits 2 naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from config.errors import BatcheryError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cli import commands, dev, submit
+
+    parser = argparse.ArgumentParser(prog="batchery", description="A job queue for OpenAI-compatible APIs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev.add_parser(sub)
+    commands.add_api_parser(sub)
+    commands.add_worker_parser(sub)
+    commands.add_beat_parser(sub)
+    commands.add_flower_parser(sub)
+    commands.add_sim_parser(sub)
+    commands.add_db_parser(sub)
+    submit.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except BatcheryError as exc:
+        print(f"batchery: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

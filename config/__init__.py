@@ -1,0 +1,1 @@
+"""Settings and tiers: the layer every other package builds on. It imports nothing of batchery's."""

@@ -1,0 +1,49 @@
+"""The Celery configuration shared by the API (which only sends) and the workers (which run).
+
+JSON only, ids only on the wire, late acks, and a visibility timeout far above the longest job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+RUN_JOB_TASK = "batchery.run_job"
+SWEEP_TASK = "batchery.sweep"
+CONTROL_QUEUE = "batchery.control"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Keyword settings for ``Celery.conf.update``."""
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 30,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_pool_limit": 64,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_default_queue": CONTROL_QUEUE,
+        "task_routes": {SWEEP_TASK: {"queue": CONTROL_QUEUE}},
+        "beat_schedule": {"sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}},
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+    }

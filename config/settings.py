@@ -1,0 +1,210 @@
+"""Every setting batchery reads, typed and validated, from the environment and `.env`.
+
+Variables are prefixed ``BATCHERY_`` except the ones shared with the wider ecosystem: ``DATABASE_URL``,
+``REDIS_URL``, and the official SDK's ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` for the default provider.
+``get_settings()`` is the cached factory; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config.errors import ConfigError
+from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+_PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Provider(BaseModel):
+    """An OpenAI-compatible upstream: where it is and how it wants its key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str
+    api_key: SecretStr = SecretStr("")
+    auth: Literal["bearer", "api-key"] = "bearer"
+    api_version: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _azure_needs_version(self) -> Provider:
+        if self.auth == "api-key" and not self.api_version:
+            raise ValueError("auth 'api-key' (Azure style) needs api_version")
+        return self
+
+
+class Settings(BaseSettings):
+    """batchery's configuration. A bad value stops start-up with a message naming the variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHERY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    environment: Environment = Environment.development
+    database_url: str = Field(
+        default="sqlite:///./batchery.db",
+        validation_alias=AliasChoices("DATABASE_URL", "BATCHERY_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "BATCHERY_REDIS_URL"),
+    )
+    redis_prefix: str = "batchery"
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY", "BATCHERY_OPENAI_API_KEY")
+    )
+    openai_base_url: str = Field(
+        default=DEFAULT_OPENAI_BASE_URL,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "BATCHERY_OPENAI_BASE_URL"),
+    )
+    providers_json: Annotated[dict[str, Provider], NoDecode] = Field(
+        default_factory=dict, validation_alias=AliasChoices("BATCHERY_PROVIDERS", "providers_json")
+    )
+    tiers_file: Path = DEFAULT_TIERS_FILE
+
+    # HTTP API
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    default_page_size: int = Field(default=20, ge=1, le=100)
+
+    # Workers and the queue
+    default_max_tokens: int = Field(default=1024, ge=1)
+    visibility_timeout_seconds: int = Field(default=6 * 3600, ge=60)
+    lease_seconds: float = Field(default=900.0, gt=0)
+    upstream_max_connections: int = Field(default=512, ge=1)
+    sweep_interval_seconds: float = Field(default=10.0, gt=0)
+    resend_after_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("providers_json", mode="before")
+    @classmethod
+    def _decode_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc.msg} at position {exc.pos}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite:// and postgresql:// URLs are supported")
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _valid_openai_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("tiers_file")
+    @classmethod
+    def _tiers_file_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tiers_and_providers(self) -> Settings:
+        tiers = self.tiers
+        for tier in tiers.tiers.values():
+            if tier.provider not in self.providers:
+                raise ValueError(
+                    f"tier {tier.name!r} uses provider {tier.provider!r}, which is not configured "
+                    f"(known: {', '.join(sorted(self.providers))})"
+                )
+        return self
+
+    @cached_property
+    def providers(self) -> dict[str, Provider]:
+        """Named providers; ``openai`` is built from OPENAI_BASE_URL and OPENAI_API_KEY unless overridden."""
+        default = Provider(base_url=self.openai_base_url, api_key=self.openai_api_key)
+        return {"openai": default, **self.providers_json}
+
+    @cached_property
+    def tiers(self) -> TierConfig:
+        return load_tiers(self.tiers_file)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def has_provider_key(self) -> bool:
+        return bool(self.openai_api_key.get_secret_value())
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        return str(first)
+    return f"BATCHERY_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one ConfigError that names each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err.get("loc", ())]
+            name = _env_name(loc[0]) if loc else "settings"
+            detail = ".".join(loc[1:])
+            problems.append(f"{name}{'.' + detail if detail else ''}: {err.get('msg', 'invalid')}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once on first use."""
+    return load_settings()
+
+
+def is_placeholder_secret(value: str) -> bool:
+    return value.strip().lower() in _PLACEHOLDER_SECRETS

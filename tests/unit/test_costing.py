@@ -1,0 +1,628 @@
+"""Cost estimates, image sizes from data URIs, offline token counting and usage normalisation."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import pytest
+
+from domain import image_size, text_tokens
+from domain.costing import (
+    REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE,
+    Cost,
+    UsageColumns,
+    actual_cost,
+    estimate_cost,
+    usage_columns,
+)
+from domain.image_size import image_size_from_bytes, image_size_from_data_uri
+from domain.image_tokens import (
+    DEFAULT_VISION_RULE,
+    PatchRule,
+    TileRule,
+    image_generation_output_tokens,
+    image_input_tokens,
+    vision_rule,
+)
+from domain.text_tokens import count_text_tokens, encoding_name_for_model, heuristic_tokens
+
+pytestmark = pytest.mark.unit
+
+
+# --- tiny real images, built with the standard library ---------------------------------------------
+
+
+def png(width: int, height: int) -> bytes:
+    """A 1-bit greyscale PNG, all black."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    pixels = zlib.compress(row * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def gif(width: int, height: int) -> bytes:
+    """A two-colour GIF whose single frame is one pixel."""
+    screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return b"GIF89a" + screen + frame + b"\x3b"
+
+
+def jpeg(width: int, height: int, *, sof: int = 0xC0, padding: int = 0) -> bytes:
+    """A baseline (or ``sof``) JPEG header: JFIF, an optional large APP1, DQT, DHT, SOF, SOS, EOI."""
+
+    def segment(marker: int, data: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(data) + 2) + data
+
+    app1 = b"".join(segment(0xE1, b"Exif\x00\x00" + b"\x00" * 60_000) for _ in range(padding))
+    jfif = segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+    dqt = segment(0xDB, b"\x00" + bytes(range(1, 65)))
+    dht = segment(0xC4, b"\x00" + b"\x01" + b"\x00" * 15 + b"\x00")
+    frame = segment(sof, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+    scan = segment(0xDA, b"\x01\x01\x00\x00\x3f\x00") + b"\x00\x00"
+    return b"\xff\xd8" + jfif + app1 + dqt + b"\xff" + dht + frame + scan + b"\xff\xd9"
+
+
+def riff(chunk: bytes, payload: bytes) -> bytes:
+    body = b"WEBP" + chunk + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def webp_lossy(width: int, height: int) -> bytes:
+    # Frame tag, start code, then 14-bit sizes whose top two bits carry a scale (set here to check masking).
+    payload = b"\x10\x02\x00\x9d\x01\x2a" + struct.pack("<HH", width | 0x4000, height | 0x8000) + b"\x00" * 8
+    return riff(b"VP8 ", payload)
+
+
+def webp_lossless(width: int, height: int) -> bytes:
+    bits = (width - 1) | ((height - 1) << 14)
+    return riff(b"VP8L", b"\x2f" + struct.pack("<I", bits) + b"\x00" * 4)
+
+
+def webp_extended(width: int, height: int) -> bytes:
+    sizes = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return riff(b"VP8X", b"\x10\x00\x00\x00" + sizes)
+
+
+def data_uri(image: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64,{base64.b64encode(image).decode()}"
+
+
+def chat(model: str, content: Any, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+# --- isolation: no encoding cached, no network ------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty tiktoken cache and a network that refuses every connection."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access attempted")
+
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    text_tokens.clear_encoding_cache()
+    yield cache
+    text_tokens.clear_encoding_cache()
+
+
+# --- vision tiles ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "detail", "expected"),
+    [
+        ("gpt-4o", (1024, 1024), "high", 765),
+        ("gpt-4o", (2048, 4096), "high", 1105),
+        ("gpt-4o", (4096, 8192), "low", 85),
+        ("gpt-4o", (1024, 1024), "auto", 765),
+        ("gpt-4o", (128, 64), "high", 255),  # small images are not scaled up
+        ("gpt-4o", (768, 2048), "high", 85 + 170 * 8),
+        ("gpt-4o", (70_000, 1), "high", 85 + 170 * 4),
+        ("gpt-4.1", (1024, 1024), "high", 765),
+        ("gpt-5", (2048, 4096), "high", 1105),
+        ("gpt-4o-mini", (1024, 1024), "low", 2833),
+        ("gpt-4o-mini", (1024, 1024), "high", 2833 + 5667 * 4),
+        ("gpt-4o-mini-2024-07-18", (2048, 4096), "high", 2833 + 5667 * 6),
+        ("o3", (1024, 1024), "high", 75 + 150 * 4),
+        ("gpt-4.1-mini", (1024, 1024), "high", 1659),  # 1024 patches x 1.62
+        ("gpt-4.1-mini", (1024, 1024), "low", 1659),  # detail does not change patch models
+        ("gpt-4.1-nano", (1800, 2400), "high", 3572),  # 1452 patches x 2.46
+        ("some-local-llava", (1024, 1024), "high", 765),
+    ],
+)
+def test_vision_tokens_for_known_sizes(model: str, size: tuple[int, int], detail: str, expected: int) -> None:
+    assert vision_rule(model).tokens(size, detail) == expected
+
+
+def test_patch_rule_matches_the_documented_example() -> None:
+    assert PatchRule(multiplier=1.0).tokens((1800, 2400), "high") == 1452
+    assert PatchRule(multiplier=1.0).tokens((1024, 1024), "high") == 1024
+    assert PatchRule(multiplier=1.0).tokens((1, 100_000), "high") == 1536
+
+
+@pytest.mark.parametrize(
+    ("model", "worst"),
+    [
+        ("gpt-4o", 85 + 170 * 8),
+        ("gpt-4o-mini", 2833 + 5667 * 8),
+        ("gpt-4.1-mini", 2489),
+        ("ft:gpt-4o-2024-08-06:acme::abc", 1445),
+        ("openai/gpt-4o", 1445),
+        ("unknown-model", 1445),
+    ],
+)
+def test_urls_are_charged_the_worst_case(model: str, worst: int) -> None:
+    assert image_input_tokens(model, "https://example.com/cat.png", "high") == worst
+    assert image_input_tokens(model, "http://example.com/cat.png", None) == worst
+    assert image_input_tokens(model, "file-abc123", "auto") == worst
+    assert image_input_tokens(model, None, "auto") == worst
+
+
+def test_low_detail_url_costs_the_base_figure() -> None:
+    assert image_input_tokens("gpt-4o", "https://example.com/cat.png", "low") == 85
+    assert image_input_tokens("gpt-4o-mini", "https://example.com/cat.png", " LOW ") == 2833
+
+
+def test_worst_case_is_the_maximum_over_sizes() -> None:
+    rule = TileRule(base=85, tile=170)
+    sizes = [(w, h) for w in range(64, 5000, 97) for h in range(64, 5000, 131)]
+    assert max(rule.tokens(size, "high") for size in sizes) <= rule.worst_case()
+    assert DEFAULT_VISION_RULE == rule
+
+
+# --- image sizes from data URIs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "size"),
+    [
+        (png(3, 2), (3, 2)),
+        (png(2048, 4096), (2048, 4096)),
+        (gif(640, 480), (640, 480)),
+        (jpeg(1024, 768), (1024, 768)),
+        (jpeg(300, 5000, sof=0xC2), (300, 5000)),  # progressive
+        (jpeg(800, 600, padding=1), (800, 600)),  # a 60 KB EXIF segment first
+        (webp_lossy(1000, 700), (1000, 700)),
+        (webp_lossless(16383, 1), (16383, 1)),
+        (webp_extended(16777216, 3), (16777216, 3)),
+    ],
+)
+def test_image_size_from_header(image: bytes, size: tuple[int, int]) -> None:
+    assert image_size_from_bytes(image) == size
+    assert image_size_from_data_uri(data_uri(image)) == size
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "data:image/png;base64,",
+        "data:image/png;base64,!!!!",
+        "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 8).decode(),
+        "data:image/png;base64," + base64.b64encode(png(0, 5)).decode(),
+        "data:image/bmp;base64," + base64.b64encode(b"BM" + b"\x00" * 64).decode(),
+        "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xd9").decode(),
+        "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\x00\x00").decode(),
+        "data:image/jpeg;base64," + base64.b64encode(jpeg(10, 10)[:40]).decode(),
+        "data:image/webp;base64," + base64.b64encode(b"RIFF\x00\x00\x00\x00WEBPVP8 ").decode(),
+        "data:image/png" + "x" * 5000 + ";base64,AAAA",
+        "data:no-comma",
+        "https://example.com/image.png",
+        "",
+    ],
+)
+def test_unreadable_data_uris_give_no_size(uri: str) -> None:
+    assert image_size_from_data_uri(uri) is None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "data:image/png;base64,\n" + "\n".join(base64.encodebytes(png(5, 7)).decode().split()),
+        "data:image/png;base64," + base64.urlsafe_b64encode(png(5, 7)).decode().rstrip("="),
+        "DATA:image/png;BASE64," + base64.b64encode(png(5, 7)).decode(),
+        "data:image/png," + quote_from_bytes(png(5, 7)),
+    ],
+)
+def test_data_uri_variants(uri: str) -> None:
+    assert image_size_from_data_uri(uri) == (5, 7)
+
+
+def test_only_a_bounded_prefix_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[int] = []
+    real = base64.b64decode
+
+    def spy(data: bytes) -> bytes:
+        decoded.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(base64, "b64decode", spy)
+    big = png(1024, 1024) + b"\x00" * 20_000_000
+    assert image_size_from_data_uri(data_uri(big)) == (1024, 1024)
+    assert decoded
+    assert max(decoded) <= image_size.MAX_PREFIX_CHARS + 4
+
+
+def test_jpeg_frame_beyond_the_prefix_is_charged_the_worst_case() -> None:
+    uri = data_uri(jpeg(512, 512, padding=2), "image/jpeg")
+    assert image_size_from_data_uri(uri) is None
+    assert image_input_tokens("gpt-4o", uri, "high") == 1445
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [(png(1024, 1024), 765), (png(2048, 4096), 1105), (gif(100, 100), 255), (webp_lossy(1536, 1024), 1105)],
+)
+def test_data_uri_images_are_measured(image: bytes, expected: int) -> None:
+    assert image_input_tokens("gpt-4o", data_uri(image), "high") == expected
+    assert image_input_tokens("gpt-4o", data_uri(image), "low") == 85
+
+
+# --- text tokens, offline --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+        ("gpt-5", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("ft:gpt-4o-mini:acme::x1", "o200k_base"),
+        ("gpt-4-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        ("llama-3-70b", "cl100k_base"),
+        (None, "cl100k_base"),
+    ],
+)
+def test_encoding_for_model(model: object, encoding: str) -> None:
+    assert encoding_name_for_model(model) == encoding
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [("", 0), ("a", 1), ("abcd", 1), ("abcde", 2), ("x" * 400, 100), ("日本語", 3), ("é" * 4, 2)],
+)
+def test_heuristic(text: str, tokens: int) -> None:
+    assert heuristic_tokens(text) == tokens
+
+
+def test_no_cached_encoding_means_the_heuristic_and_no_download(offline: Path) -> None:
+    assert list(offline.iterdir()) == []
+    assert text_tokens.load_encoding("o200k_base") is None
+    assert count_text_tokens("hello world, how are you?", "o200k_base") == 7
+    cost = estimate_cost("chat", chat("gpt-4o", "hello world", max_tokens=10))
+    assert cost == Cost(tokens=REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 3 + 10)
+
+
+def test_corrupt_cache_file_is_never_handed_to_tiktoken(offline: Path) -> None:
+    address, _ = text_tokens._ENCODING_FILES["cl100k_base"]
+    cached = offline / hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()
+    cached.write_bytes(b"not an encoding")
+    assert text_tokens.load_encoding("cl100k_base") is None
+    assert cached.exists()  # tiktoken would have deleted it and downloaded a fresh copy
+
+
+def test_disabled_cache_disables_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    assert text_tokens.load_encoding("cl100k_base") is None
+
+
+def test_cache_key_agrees_with_tiktoken(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file placed where the check looks is what tiktoken itself reads, with no download."""
+    from tiktoken.load import read_file_cached
+
+    content = b"fake encoding file"
+    address = "https://example.invalid/fake.tiktoken"
+    digest = hashlib.sha256(content).hexdigest()
+    monkeypatch.setitem(text_tokens._ENCODING_FILES, "fake_base", (address, digest))
+    (offline / hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()).write_bytes(content)
+    assert text_tokens._cached_file_is_valid("fake_base")
+    assert read_file_cached(address, digest) == content
+
+
+class WordEncoder:
+    """Stands in for a tiktoken encoding: one token per word."""
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [0] * len(text.split())
+
+
+def test_exact_counts_when_an_encoding_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(text_tokens, "load_encoding", functools.cache(lambda name: WordEncoder()))
+    assert count_text_tokens("one two three", "o200k_base") == 3
+    long_text = "word " * 100_000  # 500,000 characters: counted over a prefix and extrapolated
+    assert count_text_tokens(long_text, "o200k_base") == 100_000
+
+
+# --- chat, vision and responses estimates ----------------------------------------------------------
+
+OVERHEAD = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1  # priming, framing and the role "user"
+
+
+@pytest.mark.parametrize(
+    ("extra", "reply"),
+    [
+        ({}, 1024),
+        ({"max_tokens": 50}, 50),
+        ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
+        ({"max_tokens": 50, "n": 3}, 150),
+        ({"max_completion_tokens": 0}, 0),
+        ({"n": 2}, 2048),
+        ({"max_tokens": "50", "n": "3"}, 1024),
+        ({"max_tokens": -5, "n": 0}, 1024),
+        ({"max_tokens": True}, 1024),
+        ({"max_tokens": 40.0}, 40),
+    ],
+)
+def test_reply_budget(extra: dict[str, Any], reply: int) -> None:
+    cost = estimate_cost("chat", chat("gpt-4o", "abcdefgh", **extra))
+    assert cost == Cost(requests=1, tokens=OVERHEAD + 2 + reply, images=0)
+
+
+def test_default_max_tokens_is_configurable() -> None:
+    assert estimate_cost("chat", chat("gpt-4o", "abcd"), default_max_tokens=7).tokens == OVERHEAD + 1 + 7
+
+
+def test_names_tools_and_schemas_count_as_prompt() -> None:
+    base = estimate_cost("chat", chat("gpt-4o", "abcd", max_tokens=0)).tokens
+    named = {
+        "model": "gpt-4o",
+        "max_tokens": 0,
+        "messages": [{"role": "user", "content": "abcd", "name": "bob"}],
+    }
+    assert estimate_cost("chat", named).tokens == base + 1 + 1
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}}
+    with_tools = estimate_cost(
+        "chat", chat("gpt-4o", "abcd", max_tokens=0, tools=tools, response_format=schema)
+    )
+    assert with_tools.tokens == base + heuristic_tokens(
+        '[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]'
+    ) + heuristic_tokens('{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}')
+
+
+def test_vision_request_counts_its_images() -> None:
+    parts = [
+        {"type": "text", "text": "abcd"},
+        {"type": "image_url", "image_url": {"url": data_uri(png(1024, 1024)), "detail": "high"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/x.jpg", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/y.jpg"}},
+    ]
+    cost = estimate_cost("vision", chat("gpt-4o", parts, max_tokens=0))
+    assert cost.tokens == OVERHEAD + 1 + 765 + 85 + 1445
+    mini = estimate_cost("vision", chat("gpt-4o-mini", parts, max_tokens=0))
+    assert mini.tokens == OVERHEAD + 1 + (2833 + 4 * 5667) + 2833 + (2833 + 8 * 5667)
+
+
+def test_responses_body() -> None:
+    as_string = estimate_cost("response", {"model": "gpt-4o", "input": "abcd", "max_output_tokens": 9})
+    assert as_string.tokens == REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 9
+    items = {
+        "model": "gpt-4o",
+        "instructions": "abcdefgh",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "abcd"}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_image", "image_url": "https://x/y.png"}],
+            },
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_image", "file_id": "f", "detail": "low"}],
+            },
+        ],
+    }
+    expected = REPLY_PRIMING_TOKENS + 2 + 3 * (TOKENS_PER_MESSAGE + 1) + 1 + 1445 + 85 + 1024
+    assert estimate_cost("response", items).tokens == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_body"),
+    [
+        ("chat", None),
+        ("chat", []),
+        ("chat", {"messages": "hello"}),
+        ("chat", {"messages": [None, 3, {"content": 5}, {"content": [None, 7, {"type": None}]}]}),
+        ("vision", {"model": 3, "messages": [{"content": [{"type": "image_url", "image_url": 42}]}]}),
+        ("vision", {"messages": [{"content": [{"type": "image_url", "image_url": {"url": ["x"]}}]}]}),
+        ("response", {"input": 12, "instructions": ["x"], "max_output_tokens": "many"}),
+        ("response", {"input": [None, 1, "abcd", {"type": "function_call", "arguments": "{}"}]}),
+        ("embedding", {"input": {"a": 1}}),
+        ("image", {"model": None, "n": "two", "size": 5, "quality": []}),
+        ("unknown-kind", {"messages": []}),
+    ],
+)
+def test_odd_shapes_never_raise(kind: str, request_body: Any) -> None:
+    cost = estimate_cost(kind, request_body)
+    assert cost.requests == 1
+    assert cost.tokens >= 0
+    assert cost.images >= 0
+
+
+def test_unserialisable_and_deep_values_never_raise() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    body = chat("gpt-4o", "abcd", tools=deep, response_format={"x": {1, 2}}, max_tokens=0)
+    assert estimate_cost("chat", body).tokens >= OVERHEAD
+
+
+# --- embeddings and image generation ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "tokens"),
+    [
+        ("abcdefgh", 2),
+        (["abcd", "abcdefgh", ""], 3),
+        ([1, 2, 3, 4], 4),
+        ([[1, 2, 3], [4, 5], []], 5),
+        ([[1, True, "x"], None, 2.5], 1),
+        (None, 0),
+        ({"text": "abcd"}, 0),
+    ],
+)
+def test_embedding_inputs(given: Any, tokens: int) -> None:
+    assert estimate_cost("embedding", {"model": "text-embedding-3-small", "input": given}) == Cost(
+        tokens=tokens
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "cost"),
+    [
+        ({"model": "dall-e-3", "prompt": "abcd"}, Cost(tokens=0, images=1)),
+        ({"model": "dall-e-2", "prompt": "abcd", "n": 4}, Cost(tokens=0, images=4)),
+        ({"model": "gpt-image-1", "prompt": "abcd"}, Cost(tokens=1 + 1056, images=1)),
+        (
+            {"model": "gpt-image-1", "prompt": "abcd", "size": "auto", "quality": "auto"},
+            Cost(tokens=1057, images=1),
+        ),
+        (
+            {"model": "gpt-image-1", "prompt": "abcd", "size": "1024x1536", "quality": "high", "n": 2},
+            Cost(tokens=1 + 2 * 6240, images=2),
+        ),
+        (
+            {"model": "gpt-image-1", "prompt": "abcd", "size": "1536x1024", "quality": "low"},
+            Cost(tokens=401, images=1),
+        ),
+    ],
+)
+def test_image_generation(body: dict[str, Any], cost: Cost) -> None:
+    assert estimate_cost("image", body) == cost
+
+
+@pytest.mark.parametrize(
+    ("size", "quality", "tokens"),
+    [
+        ("1024x1024", "low", 272),
+        ("1024x1024", "medium", 1056),
+        ("1024x1024", "high", 4160),
+        ("1024x1536", "low", 408),
+        ("1024x1536", "medium", 1584),
+        ("1024x1536", "high", 6240),
+        ("1536x1024", "low", 400),
+        ("1536x1024", "medium", 1568),
+        ("1536x1024", "high", 6208),
+        (None, None, 1056),
+        ("4096x4096", "high", 6240),
+        ("1024x1024", "ultra", 1056),
+    ],
+)
+def test_gpt_image_output_table(size: str | None, quality: str | None, tokens: int) -> None:
+    assert image_generation_output_tokens("gpt-image-1", size, quality) == tokens
+    assert image_generation_output_tokens("dall-e-3", size, quality) == 0
+
+
+# --- usage ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "usage", "images", "columns"),
+    [
+        (
+            "chat",
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 20,
+                "total_tokens": 120,
+                "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 12},
+            },
+            0,
+            UsageColumns(100, 20, 120, 64, 12, 0),
+        ),
+        ("chat", {"prompt_tokens": 5, "completion_tokens": 6}, 0, UsageColumns(5, 6, 11, 0, 0, 0)),
+        ("chat", {"prompt_tokens": 5, "prompt_tokens_details": None}, 0, UsageColumns(5, 0, 5, 0, 0, 0)),
+        ("embedding", {"prompt_tokens": 8, "total_tokens": 8}, 0, UsageColumns(8, 0, 8, 0, 0, 0)),
+        (
+            "image",
+            {
+                "input_tokens": 50,
+                "output_tokens": 4160,
+                "total_tokens": 4210,
+                "input_tokens_details": {"text_tokens": 40, "image_tokens": 10},
+            },
+            1,
+            UsageColumns(50, 4160, 4210, 0, 0, 1),
+        ),
+        ("image", None, 3, UsageColumns(0, 0, 0, 0, 0, 3)),
+        (
+            "response",
+            {
+                "input_tokens": 30,
+                "output_tokens": 10,
+                "total_tokens": 40,
+                "input_tokens_details": {"cached_tokens": 16},
+                "output_tokens_details": {"reasoning_tokens": 4},
+            },
+            0,
+            UsageColumns(30, 10, 40, 16, 4, 0),
+        ),
+        ("response", {"input_tokens": 30, "output_tokens": 10}, 0, UsageColumns(30, 10, 40, 0, 0, 0)),
+        ("chat", {}, 0, UsageColumns()),
+        (
+            "chat",
+            {"prompt_tokens": "5", "completion_tokens": -1, "total_tokens": True, "prompt_tokens_details": 3},
+            -2,
+            UsageColumns(),
+        ),
+        ("chat", "garbage", 0, UsageColumns()),
+    ],
+)
+def test_usage_columns(kind: str, usage: Any, images: int, columns: UsageColumns) -> None:
+    assert usage_columns(kind, usage, images=images) == columns
+
+
+@pytest.mark.parametrize(
+    ("kind", "usage", "images", "cost"),
+    [
+        ("chat", {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, 0, Cost(tokens=15)),
+        ("chat", {"prompt_tokens": 10, "completion_tokens": 5}, 0, Cost(tokens=15)),
+        ("embedding", {"prompt_tokens": 9}, 0, Cost(tokens=9)),
+        ("response", {"input_tokens": 7, "output_tokens": 3}, 0, Cost(tokens=10)),
+        (
+            "image",
+            {"input_tokens": 7, "output_tokens": 1056, "total_tokens": 1063},
+            1,
+            Cost(tokens=1063, images=1),
+        ),
+        ("image", None, 2, Cost(tokens=0, images=2)),
+        ("chat", None, 0, Cost(tokens=0)),
+    ],
+)
+def test_actual_cost(kind: str, usage: Any, images: int, cost: Cost) -> None:
+    assert actual_cost(kind, usage, images=images) == cost
+
+
+def test_cost_arithmetic() -> None:
+    estimate = Cost(requests=1, tokens=1500, images=2)
+    actual = Cost(requests=1, tokens=900, images=2)
+    assert actual - estimate == Cost(requests=0, tokens=-600, images=0)
+    assert estimate + actual == Cost(requests=2, tokens=2400, images=4)

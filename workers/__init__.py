@@ -1,0 +1,1 @@
+"""Celery workers: the tasks, the upstream client, the retry policy and the shared rate limiter."""

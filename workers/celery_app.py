@@ -1,0 +1,21 @@
+"""The Celery application, built from settings: one queue per tier, JSON only, late acks, prefetch 1.
+
+``create_celery(settings)`` is the factory; ``workers.tasks`` registers the tasks on it. The module
+attribute ``app`` that the ``celery`` command line needs is created lazily by ``workers.entry``.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from config.celery_conf import CONTROL_QUEUE, celery_config
+from config.settings import Settings
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("batchery", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    names = [*settings.tiers.queues, CONTROL_QUEUE]
+    app.conf.task_queues = [Queue(name, routing_key=name) for name in names]  # type: ignore[no-untyped-call]
+    return app

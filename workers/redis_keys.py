@@ -1,0 +1,43 @@
+"""Every Redis key name batchery uses, built in one place.
+
+All keys start with a configurable prefix (``batchery`` by default) so that several deployments, or a
+test run, can share one Redis server without touching each other's data. Keys that belong together
+carry a ``{hash tag}`` so that a Redis Cluster stores them in one slot, which the limiter's Lua script
+needs: it reads and writes a bucket and its pause key in one atomic step.
+
+Limiter keys, for a budget named ``NAME``:
+
+- ``<prefix>:limiter:{NAME}:bucket`` a hash with the bucket's levels (``r``, ``t``, ``i``) and the time
+  of the last update in milliseconds (``ts``); it expires once idle long enough to be full again.
+- ``<prefix>:limiter:{NAME}:pause`` a string set with a millisecond expiry while the upstream asked
+  every worker to hold off (a 429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "batchery"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Builds Redis key names under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(ch.isspace() or ch in "{}" for ch in self.prefix):
+            raise ValueError("a Redis key prefix is non-empty and has no spaces or braces")
+
+    def limiter_bucket(self, budget: str) -> str:
+        """The hash holding the levels of one budget's bucket."""
+        return f"{self.prefix}:limiter:{{{budget}}}:bucket"
+
+    def limiter_pause(self, budget: str) -> str:
+        """The key that, while it exists, pauses one budget for every worker."""
+        return f"{self.prefix}:limiter:{{{budget}}}:pause"
+
+    def limiter_pattern(self) -> str:
+        """A SCAN pattern matching every limiter key under this prefix."""
+        return f"{self.prefix}:limiter:*"
