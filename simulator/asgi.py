@@ -1,0 +1,69 @@
+"""The little ASGI plumbing the simulator needs: reading a body and sending a whole response.
+
+The simulator speaks raw ASGI rather than through a framework so that it is never the bottleneck of a
+benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = (b"content-type", b"application/json")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than the simulator accepts."""
+
+
+async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return bytes(body)
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def header_values(scope: Scope, names: Iterable[bytes]) -> dict[bytes, str]:
+    """The request headers among ``names`` (lower-case), decoded as latin-1."""
+    wanted = frozenset(names)
+    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[str, str]] = (),
+    content_type: tuple[bytes, bytes] = JSON_TYPE,
+) -> None:
+    """Send a complete response with a content type, content length and the given headers."""
+    raw = [content_type, (b"content-length", str(len(body)).encode())]
+    raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, value: object, headers: Iterable[tuple[str, str]] = ()) -> None:
+    await send_bytes(send, status, dumps(value), headers)

@@ -1,0 +1,1 @@
+"""e2e fixtures: a migrated PostgreSQL database per test module."""
