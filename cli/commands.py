@@ -167,7 +167,7 @@ def run_sim(args: argparse.Namespace) -> int:
 def add_db_parser(sub: Any) -> None:
     parser = sub.add_parser("db", help="database migrations")
     parser.add_argument("action", choices=["upgrade", "current"])
-    parser.add_argument("--revision", default="head")
+    parser.add_argument("--revision", default="heads")
     parser.set_defaults(handler=run_db)
 
 

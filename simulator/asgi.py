@@ -19,12 +19,12 @@ JSON_TYPE = (b"content-type", b"application/json")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-class BodyTooLarge(Exception):
+class BodyTooLargeError(Exception):
     """The request body is larger than the simulator accepts."""
 
 
 async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The whole request body; BodyTooLarge past ``limit`` bytes."""
+    """The whole request body; BodyTooLargeError past ``limit`` bytes."""
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body", False):
@@ -36,7 +36,7 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -21,9 +21,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from simulator import params
-from simulator.calls import CallContext, CallPlan, Usage, compact_json, json_reply, new_id, reply_text, tool_arguments
+from simulator.calls import (
+    CallContext,
+    CallPlan,
+    Usage,
+    compact_json,
+    json_reply,
+    new_id,
+    reply_text,
+    tool_arguments,
+)
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
-from simulator.image_size import BadImageData
+from simulator.image_size import BadImageDataError
 from simulator.ratelimit import Charge
 from simulator.tokens import (
     CompletionTokens,
@@ -64,7 +73,9 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     if not isinstance(messages, list):
         raise invalid_type("messages", "an array", messages)
     if not messages:
-        raise invalid_value("messages", "Invalid 'messages': empty array. Expected an array with minimum length 1.")
+        raise invalid_value(
+            "messages", "Invalid 'messages': empty array. Expected an array with minimum length 1."
+        )
     if body.get("stream") is True:
         raise invalid_request("The simulator does not support 'stream'.", "stream", "unsupported_parameter")
     reasoning = is_reasoning_model(ctx.model)
@@ -94,7 +105,9 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
         seen = prompt_tokens >= 1024 and ctx.prompt_cache.seen_before(
             compact_json([ctx.model, messages, tools]).encode()
         )
-        return completion_body(ctx.model, prompt_tokens, cached_tokens(prompt_tokens, seen), completion, output, choices)
+        return completion_body(
+            ctx.model, prompt_tokens, cached_tokens(prompt_tokens, seen), completion, output, choices
+        )
 
     return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap, choices)), render)
 
@@ -113,7 +126,9 @@ def scan_messages(messages: list[Any], model: str) -> PromptScan:
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, Mapping) else None
             if isinstance(function, Mapping):
-                scan.characters += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+                scan.characters += len(str(function.get("name", ""))) + len(
+                    str(function.get("arguments", ""))
+                )
     return scan
 
 
@@ -138,8 +153,11 @@ def _scan_content(content: object, where: str, model: str, scan: PromptScan) -> 
         elif kind == "image_url":
             scan.image_tokens += _image_part_tokens(part.get("image_url"), f"{here}.image_url", model)
         elif kind not in ("input_audio", "file"):
-            raise invalid_value(f"{here}.type", f"Invalid value: {kind!r}. Supported values are: 'text', "
-                                "'image_url', 'input_audio', 'refusal' and 'file'.")
+            raise invalid_value(
+                f"{here}.type",
+                f"Invalid value: {kind!r}. Supported values are: 'text', "
+                "'image_url', 'input_audio', 'refusal' and 'file'.",
+            )
 
 
 def _add_text(text: str, scan: PromptScan) -> None:
@@ -153,10 +171,16 @@ def _image_part_tokens(image: object, where: str, model: str) -> int:
         raise invalid_type(where, "an object", image)
     url = image.get("url")
     if not isinstance(url, str):
-        raise missing_parameter(f"{where}.url") if url is None else invalid_type(f"{where}.url", "a string", url)
+        raise (
+            missing_parameter(f"{where}.url")
+            if url is None
+            else invalid_type(f"{where}.url", "a string", url)
+        )
     detail = image.get("detail") or "auto"
     if detail not in _DETAILS:
-        raise invalid_value(f"{where}.detail", f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', 'high'.")
+        raise invalid_value(
+            f"{where}.detail", f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', 'high'."
+        )
     if not url.startswith(("http://", "https://", "data:image/")):
         raise invalid_request(
             "Invalid image URL: expected an http(s) URL or a data:image/...;base64 URL.",
@@ -165,7 +189,7 @@ def _image_part_tokens(image: object, where: str, model: str) -> int:
         )
     try:
         return image_url_tokens(model, url, detail)
-    except BadImageData as exc:
+    except BadImageDataError as exc:
         raise invalid_request(str(exc), f"{where}.url", "invalid_base64_image") from None
 
 
@@ -178,11 +202,16 @@ def choose_output(body: Mapping[str, Any], tools: list[Any] | None, messages: li
             named = choice.get("function")
             name = named.get("name") if isinstance(named, Mapping) else None
             if name not in functions:
-                raise invalid_value("tool_choice", f"Invalid 'tool_choice': no function named {name!r} in 'tools'.")
+                raise invalid_value(
+                    "tool_choice", f"Invalid 'tool_choice': no function named {name!r} in 'tools'."
+                )
             return Output("tool", function=name, parameters=functions[name])
         if choice not in (None, "auto", "required"):
-            raise invalid_value("tool_choice", f"Invalid value: {choice!r}. Supported values are: 'none', 'auto', "
-                                "'required' or a named function.")
+            raise invalid_value(
+                "tool_choice",
+                f"Invalid value: {choice!r}. Supported values are: 'none', 'auto', "
+                "'required' or a named function.",
+            )
         last = messages[-1]
         if choice == "required" or not (isinstance(last, Mapping) and last.get("role") == "tool"):
             first = next(iter(functions))
@@ -197,8 +226,10 @@ def choose_output(body: Mapping[str, Any], tools: list[Any] | None, messages: li
             raise missing_parameter("response_format.json_schema.name")
         return Output("json", schema=spec.get("schema") or {"type": "object"})
     if kind != "text":
-        raise invalid_value("response_format.type", f"Invalid value: {kind!r}. Supported values are: 'text', "
-                            "'json_object' and 'json_schema'.")
+        raise invalid_value(
+            "response_format.type",
+            f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object' and 'json_schema'.",
+        )
     return Output("text")
 
 
@@ -227,7 +258,11 @@ def completion_body(
     if output.kind == "tool" and output.function is not None:
         arguments = tool_arguments(output.parameters)
         message["tool_calls"] = [
-            {"id": new_id("call_"), "type": "function", "function": {"name": output.function, "arguments": arguments}}
+            {
+                "id": new_id("call_"),
+                "type": "function",
+                "function": {"name": output.function, "arguments": arguments},
+            }
         ]
         finish = "length" if completion.truncated else "tool_calls"
     elif output.kind == "json":
@@ -241,7 +276,8 @@ def completion_body(
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": index, "message": message, "logprobs": None, "finish_reason": finish} for index in range(choices)
+            {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+            for index in range(choices)
         ],
         "usage": {
             "prompt_tokens": prompt_tokens,

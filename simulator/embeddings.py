@@ -22,7 +22,11 @@ from simulator.errors import invalid_request, invalid_type, invalid_value, missi
 from simulator.ratelimit import Charge
 from simulator.tokens import text_tokens
 
-_NATIVE_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536, "text-embedding-ada-002": 1536}
+_NATIVE_DIMENSIONS = {
+    "text-embedding-3-large": 3072,
+    "text-embedding-3-small": 1536,
+    "text-embedding-ada-002": 1536,
+}
 _DEFAULT_DIMENSIONS = 1536
 _MAX_INPUTS = 2048
 
@@ -44,7 +48,11 @@ def plan_embeddings(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
 
     def render() -> tuple[dict[str, Any], Usage]:
         data = [
-            {"object": "embedding", "index": index, "embedding": _encode(embedding_vector(ctx.model, item, size), encoding)}
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _encode(embedding_vector(ctx.model, item, size), encoding),
+            }
             for index, item in enumerate(items)
         ]
         body = {
@@ -83,7 +91,9 @@ def _inputs(value: object) -> list[str | list[int]]:
     if not value:
         raise invalid_value("input", "Invalid 'input': empty array. Expected an array with minimum length 1.")
     if len(value) > _MAX_INPUTS:
-        raise invalid_value("input", f"Invalid 'input': array too long. Expected at most {_MAX_INPUTS} items.")
+        raise invalid_value(
+            "input", f"Invalid 'input': array too long. Expected at most {_MAX_INPUTS} items."
+        )
     if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
         return [list(value)]
     items: list[str | list[int]] = []
@@ -91,7 +101,11 @@ def _inputs(value: object) -> list[str | list[int]]:
         where = f"input[{index}]"
         if isinstance(item, str):
             items.append(_text_input(item, where))
-        elif isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+        elif (
+            isinstance(item, list)
+            and item
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        ):
             items.append(list(item))
         else:
             raise invalid_type(where, "a string or an array of integers", item)
@@ -100,5 +114,7 @@ def _inputs(value: object) -> list[str | list[int]]:
 
 def _text_input(text: str, where: str) -> str:
     if not text:
-        raise invalid_value(where, f"Invalid '{where}': empty string. Expected a string with minimum length 1.")
+        raise invalid_value(
+            where, f"Invalid '{where}': empty string. Expected a string with minimum length 1."
+        )
     return text

@@ -22,7 +22,11 @@ _SERVER_MESSAGE = (
 _BY_STATUS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "The request was rejected by the simulator (directive)."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    403: ("invalid_request_error", "unsupported_country_region_territory", "Country, region, or territory not supported."),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported.",
+    ),
     404: ("invalid_request_error", "not_found", "The requested resource was not found."),
     408: ("timeout", None, "Request timed out."),
     409: ("invalid_request_error", "conflict", "The request conflicts with another request. Please retry."),
@@ -57,7 +61,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -130,7 +141,9 @@ def retry_after_headers(seconds: float) -> dict[str, str]:
     return {"retry-after": str(max(0, -(-millis // 1000))), "retry-after-ms": str(millis)}
 
 
-def rate_limit_message(model: str, unit: str, short: str, limit: int, used: int, requested: int, wait: str) -> str:
+def rate_limit_message(
+    model: str, unit: str, short: str, limit: int, used: int, requested: int, wait: str
+) -> str:
     return (
         f"Rate limit reached for {model} in organization org-sim on {unit} per min ({short}): Limit {limit}, "
         f"Used {used}, Requested {requested}. Please try again in {wait}. {_RATE_LIMIT_DOCS}"

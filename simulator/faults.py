@@ -42,7 +42,9 @@ def plan_faults(settings: SimulatorSettings, directive: Directive | None, rng: r
         delay += settings.hang_seconds if directive.hang_seconds is None else directive.hang_seconds
     elif settings.hang_rate and rng.random() < settings.hang_rate:
         delay += settings.hang_seconds
-    error = rng.choice(_ERROR_STATUSES) if settings.error_rate and rng.random() < settings.error_rate else None
+    error = (
+        rng.choice(_ERROR_STATUSES) if settings.error_rate and rng.random() < settings.error_rate else None
+    )
     malformed = (directive is not None and directive.malformed) or bool(
         settings.malformed_rate and rng.random() < settings.malformed_rate
     )

@@ -14,7 +14,7 @@ _PREFIX_CHARS = 96 * 1024  # base64 characters decoded from a data URL (a multip
 _JPEG_SIZE_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-class BadImageData(ValueError):
+class BadImageDataError(ValueError):
     """The data URL is not valid base64 image data."""
 
 
@@ -34,18 +34,18 @@ def size_from_bytes(data: bytes) -> tuple[int, int] | None:
 
 
 def size_from_data_url(url: str) -> tuple[int, int] | None:
-    """The size of the image in a ``data:image/...;base64,`` URL; BadImageData if it is not base64."""
+    """The size of the image in a ``data:image/...;base64,`` URL; BadImageDataError if it is not base64."""
     header, sep, payload = url.partition(",")
     if not sep or not header.endswith(";base64"):
-        raise BadImageData("Invalid base64 image: expected data:image/<type>;base64,<data>.")
+        raise BadImageDataError("Invalid base64 image: expected data:image/<type>;base64,<data>.")
     prefix = payload[:_PREFIX_CHARS].strip()
     prefix = prefix[: len(prefix) - len(prefix) % 4]
     try:
         data = base64.b64decode(prefix, validate=True)
     except (binascii.Error, ValueError):
-        raise BadImageData("Invalid base64 image: the data is not valid base64.") from None
+        raise BadImageDataError("Invalid base64 image: the data is not valid base64.") from None
     if not data:
-        raise BadImageData("Invalid base64 image: the image is empty.")
+        raise BadImageDataError("Invalid base64 image: the image is empty.")
     return size_from_bytes(data)
 
 

@@ -25,12 +25,12 @@ from simulator.png import tiny_png
 from simulator.ratelimit import Charge
 from simulator.tokens import image_output_tokens, text_tokens
 
-_GPT_IMAGE = {
-    "sizes": ("auto", "1024x1024", "1024x1536", "1536x1024"),
-    "qualities": ("auto", "low", "medium", "high"),
+# family: (sizes, qualities); the first size is the default
+_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gpt-image": (("auto", "1024x1024", "1024x1536", "1536x1024"), ("auto", "low", "medium", "high")),
+    "dall-e-3": (("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd", "auto")),
+    "dall-e-2": (("1024x1024", "256x256", "512x512"), ("standard", "auto")),
 }
-_DALL_E_3 = {"sizes": ("1024x1024", "1792x1024", "1024x1792"), "qualities": ("standard", "hd", "auto")}
-_DALL_E_2 = {"sizes": ("256x256", "512x512", "1024x1024"), "qualities": ("standard", "auto")}
 _PROMPT_LIMITS = {"gpt-image": 32000, "dall-e-3": 4000, "dall-e-2": 1000}
 
 
@@ -46,18 +46,21 @@ def is_gpt_image(model: str) -> bool:
 def plan_image_generation(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     """Validate an image generation request and plan its answer."""
     model = ctx.model
-    family = "gpt-image" if is_gpt_image(model) else ("dall-e-3" if model.startswith("dall-e-3") else "dall-e-2")
-    options = {"gpt-image": _GPT_IMAGE, "dall-e-3": _DALL_E_3, "dall-e-2": _DALL_E_2}[family]
+    family = (
+        "gpt-image" if is_gpt_image(model) else ("dall-e-3" if model.startswith("dall-e-3") else "dall-e-2")
+    )
+    sizes, qualities = _OPTIONS[family]
     prompt = params.required_string(body, "prompt")
     if len(prompt) > _PROMPT_LIMITS[family]:
         raise invalid_value(
-            "prompt", f"Invalid 'prompt': string too long. Expected at most {_PROMPT_LIMITS[family]} characters."
+            "prompt",
+            f"Invalid 'prompt': string too long. Expected at most {_PROMPT_LIMITS[family]} characters.",
         )
     count = params.optional_int(body, "n", 1, 10) or 1
     if family == "dall-e-3" and count != 1:
         raise invalid_value("n", "Invalid 'n': dall-e-3 only supports n=1.")
-    size = params.optional_string(body, "size", options["sizes"]) or options["sizes"][0]
-    quality = params.optional_string(body, "quality", options["qualities"]) or "auto"
+    size = params.optional_string(body, "size", sizes) or sizes[0]
+    quality = params.optional_string(body, "quality", qualities) or "auto"
     response_format = params.optional_string(body, "response_format", ("url", "b64_json"))
     if family == "gpt-image" and response_format == "url":
         raise invalid_request(
@@ -72,7 +75,9 @@ def plan_image_generation(body: Mapping[str, Any], ctx: CallContext) -> CallPlan
     tokens = input_tokens + per_image * count if family == "gpt-image" else 0
 
     def render() -> tuple[dict[str, Any], Usage]:
-        data = [_image(ctx.base_url, as_base64, prompt if family == "dall-e-3" else None) for _ in range(count)]
+        data = [
+            _image(ctx.base_url, as_base64, prompt if family == "dall-e-3" else None) for _ in range(count)
+        ]
         answer: dict[str, Any] = {"created": int(time.time()), "data": data}
         if family != "gpt-image":
             return answer, Usage(images=count)

@@ -52,8 +52,12 @@ def rejection_error(model: str, rejection: Rejection) -> ApiError:
         message = request_too_large_message(model, unit, short, rejection.limit, rejection.requested)
         return ApiError(429, message, unit, None, "rate_limit_exceeded")
     wait = format_duration(rejection.retry_after)
-    message = rate_limit_message(model, unit, short, rejection.limit, rejection.used, rejection.requested, wait)
-    return ApiError(429, message, unit, None, "rate_limit_exceeded", retry_after_headers(rejection.retry_after))
+    message = rate_limit_message(
+        model, unit, short, rejection.limit, rejection.used, rejection.requested, wait
+    )
+    return ApiError(
+        429, message, unit, None, "rate_limit_exceeded", retry_after_headers(rejection.retry_after)
+    )
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:

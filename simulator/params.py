@@ -43,11 +43,13 @@ def optional_int(body: Body, name: str, minimum: int, maximum: int | None = None
         raise invalid_type(name, "an integer", value)
     if value < minimum:
         raise invalid_value(
-            name, f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, but got {value}."
+            name,
+            f"Invalid '{name}': integer below minimum value. Expected a value >= {minimum}, but got {value}.",
         )
     if maximum is not None and value > maximum:
         raise invalid_value(
-            name, f"Invalid '{name}': integer above maximum value. Expected a value <= {maximum}, but got {value}."
+            name,
+            f"Invalid '{name}': integer above maximum value. Expected a value <= {maximum}, but got {value}.",
         )
     return value
 

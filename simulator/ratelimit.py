@@ -40,7 +40,9 @@ class Limits:
 
     def scaled(self, factor: float) -> Limits:
         """Every non-zero limit times ``factor``, rounded down but never below 1."""
-        return Limits(*(max(1, int(value * factor)) if value else 0 for value in (self.rpm, self.tpm, self.ipm)))
+        return Limits(
+            *(max(1, int(value * factor)) if value else 0 for value in (self.rpm, self.tpm, self.ipm))
+        )
 
     @property
     def unlimited(self) -> bool:
@@ -180,7 +182,9 @@ class Bucket:
             for dimension, counter in self._counters:
                 if dimension == "requests":
                     counter.take(1, now)
-        return Decision(rejection, tuple(counter.state(dimension, now) for dimension, counter in self._counters))
+        return Decision(
+            rejection, tuple(counter.state(dimension, now) for dimension, counter in self._counters)
+        )
 
 
 def _cost_of(dimension: Dimension, charge: Charge) -> int:
@@ -199,7 +203,9 @@ def _outranks(wait: float | None, current: float | None) -> bool:
 class RateLimiter:
     """Buckets by key, created on first use; a key whose limits change starts a fresh bucket."""
 
-    def __init__(self, quantum: float = 1.0, clock: Clock = time.monotonic, count_rejected: bool = False) -> None:
+    def __init__(
+        self, quantum: float = 1.0, clock: Clock = time.monotonic, count_rejected: bool = False
+    ) -> None:
         if quantum <= 0:
             raise ValueError("quantum must be above 0")
         self.quantum = quantum

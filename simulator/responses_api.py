@@ -17,10 +17,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from simulator import params
-from simulator.calls import CallContext, CallPlan, Usage, compact_json, json_reply, new_id, reply_text, tool_arguments
+from simulator.calls import (
+    CallContext,
+    CallPlan,
+    Usage,
+    compact_json,
+    json_reply,
+    new_id,
+    reply_text,
+    tool_arguments,
+)
 from simulator.chat import Output, PromptScan
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
-from simulator.image_size import BadImageData
+from simulator.image_size import BadImageDataError
 from simulator.ratelimit import Charge
 from simulator.tokens import (
     DEFAULT_IMAGE_SIZE,
@@ -57,7 +66,9 @@ def plan_response(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     tools = params.optional_list(body, "tools") or []
     output = _choose_output(body, tools, items)
     cap = params.completion_cap(body, ("max_output_tokens",), ctx.default_max_tokens)
-    prompt_tokens = text_tokens(scan.characters + (len(compact_json(tools)) if tools else 0)) + scan.image_tokens
+    prompt_tokens = (
+        text_tokens(scan.characters + (len(compact_json(tools)) if tools else 0)) + scan.image_tokens
+    )
     reasoning = is_reasoning_model(ctx.model)
     completion = plan_completion(prompt_tokens, cap, reasoning)
 
@@ -105,14 +116,19 @@ def _scan_content(content: object, where: str, model: str, scan: PromptScan) -> 
         elif kind == "input_image":
             scan.image_tokens += _image_tokens(part, here, model)
         elif kind != "input_file":
-            raise invalid_value(f"{here}.type", f"Invalid value: {kind!r}. Supported values are: 'input_text', "
-                                "'input_image', 'input_file', 'output_text' and 'refusal'.")
+            raise invalid_value(
+                f"{here}.type",
+                f"Invalid value: {kind!r}. Supported values are: 'input_text', "
+                "'input_image', 'input_file', 'output_text' and 'refusal'.",
+            )
 
 
 def _image_tokens(part: Mapping[str, Any], where: str, model: str) -> int:
     detail = part.get("detail") or "auto"
     if detail not in _DETAILS:
-        raise invalid_value(f"{where}.detail", f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', 'high'.")
+        raise invalid_value(
+            f"{where}.detail", f"Invalid value: {detail!r}. Supported values are: 'auto', 'low', 'high'."
+        )
     url = part.get("image_url")
     if url is None:
         return image_tokens(model, DEFAULT_IMAGE_SIZE, detail)
@@ -120,7 +136,7 @@ def _image_tokens(part: Mapping[str, Any], where: str, model: str) -> int:
         raise invalid_request("Invalid image URL.", f"{where}.image_url", "invalid_image_url")
     try:
         return image_url_tokens(model, url, detail)
-    except BadImageData as exc:
+    except BadImageDataError as exc:
         raise invalid_request(str(exc), f"{where}.image_url", "invalid_base64_image") from None
 
 
@@ -135,7 +151,9 @@ def _choose_output(body: Mapping[str, Any], tools: list[Any], items: list[Any]) 
         if isinstance(choice, Mapping):
             name = choice.get("name")
             if name not in functions:
-                raise invalid_value("tool_choice", f"Invalid 'tool_choice': no function named {name!r} in 'tools'.")
+                raise invalid_value(
+                    "tool_choice", f"Invalid 'tool_choice': no function named {name!r} in 'tools'."
+                )
             return Output("tool", function=name, parameters=functions[name])
         last = items[-1] if items else {}
         answered = isinstance(last, Mapping) and last.get("type") == "function_call_output"
@@ -143,7 +161,8 @@ def _choose_output(body: Mapping[str, Any], tools: list[Any], items: list[Any]) 
             first = next(iter(functions))
             return Output("tool", function=first, parameters=functions[first])
     text = params.optional_object(body, "text") or {}
-    fmt = text.get("format") if isinstance(text.get("format"), Mapping) else {"type": "text"}
+    requested = text.get("format")
+    fmt: Mapping[str, Any] = requested if isinstance(requested, Mapping) else {"type": "text"}
     kind = fmt.get("type")
     if kind == "json_object":
         return Output("json")
@@ -152,8 +171,10 @@ def _choose_output(body: Mapping[str, Any], tools: list[Any], items: list[Any]) 
             raise missing_parameter("text.format.name")
         return Output("json", schema=fmt.get("schema") or {"type": "object"})
     if kind != "text":
-        raise invalid_value("text.format.type", f"Invalid value: {kind!r}. Supported values are: 'text', "
-                            "'json_object' and 'json_schema'.")
+        raise invalid_value(
+            "text.format.type",
+            f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object' and 'json_schema'.",
+        )
     return Output("text")
 
 
@@ -184,10 +205,23 @@ def response_body(
             }
         )
     else:
-        text = json_reply(output.schema, completion.visible) if output.kind == "json" else reply_text(completion.visible)
+        text = (
+            json_reply(output.schema, completion.visible)
+            if output.kind == "json"
+            else reply_text(completion.visible)
+        )
         content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-        items.append({"id": new_id("msg_"), "type": "message", "role": "assistant", "status": status, "content": content})
-    text_param = body.get("text") if isinstance(body.get("text"), Mapping) else {}
+        items.append(
+            {
+                "id": new_id("msg_"),
+                "type": "message",
+                "role": "assistant",
+                "status": status,
+                "content": content,
+            }
+        )
+    text_param = body.get("text")
+    text_format = text_param.get("format") if isinstance(text_param, Mapping) else None
     answer: dict[str, Any] = {
         "id": new_id("resp_"),
         "object": "response",
@@ -207,7 +241,7 @@ def response_body(
         "service_tier": "default",
         "store": body.get("store", True) is not False,
         "temperature": _number_or(body.get("temperature"), 1.0),
-        "text": {"format": text_param.get("format") or {"type": "text"}},
+        "text": {"format": text_format or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": [_echo_tool(tool) for tool in params.optional_list(body, "tools") or []],
         "top_p": _number_or(body.get("top_p"), 1.0),

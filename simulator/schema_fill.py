@@ -145,7 +145,11 @@ def _number(schema: Mapping[str, Any], integer: bool) -> int | float:
     step = 1 if integer else 0.5
     value: float = 0
     bounds = {key: schema.get(key) for key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum")}
-    numbers = {key: bound for key, bound in bounds.items() if isinstance(bound, int | float) and not isinstance(bound, bool)}
+    numbers = {
+        key: bound
+        for key, bound in bounds.items()
+        if isinstance(bound, int | float) and not isinstance(bound, bool)
+    }
     if "minimum" in numbers and value < numbers["minimum"]:
         value = numbers["minimum"]
     if "exclusiveMinimum" in numbers and value <= numbers["exclusiveMinimum"]:

@@ -236,9 +236,13 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("quantum", _quantum, "seconds over which each per-minute budget is enforced (default 1)", "S"),
     FieldSpec("count_rejected", _switch, "rejected requests also use up the request budget", is_switch=True),
-    FieldSpec("quota_exceeded", _switch, "answer every model call with 429 insufficient_quota", is_switch=True),
+    FieldSpec(
+        "quota_exceeded", _switch, "answer every model call with 429 insufficient_quota", is_switch=True
+    ),
     FieldSpec("require_key", _optional_text, "accept only this API key (default: any key)", "KEY"),
-    FieldSpec("latency", _latency, "fixed:MS, uniform:LO:HI or lognormal:MEDIAN_MS:SIGMA (default fixed:0)", "SPEC"),
+    FieldSpec(
+        "latency", _latency, "fixed:MS, uniform:LO:HI or lognormal:MEDIAN_MS:SIGMA (default fixed:0)", "SPEC"
+    ),
     FieldSpec("error_rate", _rate, "share of calls answered with a random 500, 502 or 503", "P"),
     FieldSpec("hang_rate", _rate, "share of calls that stall for --hang-seconds before answering", "P"),
     FieldSpec("hang_seconds", _not_negative, "how long a stalled call waits (default 30)", "S"),

@@ -65,7 +65,7 @@ def image_tokens(model: str, size: tuple[int, int], detail: str) -> int:
 
 
 def image_url_tokens(model: str, url: str, detail: str) -> int:
-    """Tokens of an image given by URL; raises image_size.BadImageData for a broken data URL."""
+    """Tokens of an image given by URL; raises image_size.BadImageDataError for a broken data URL."""
     size = None
     if url.startswith("data:"):
         size = size_from_data_url(url)

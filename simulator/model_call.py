@@ -1,0 +1,227 @@
+"""One call to a model endpoint, from headers to answer.
+
+The order is that of a hosted API: authentication; JSON body; model lookup (404 for unknown models);
+request validation (400); quota (429 ``insufficient_quota``); forced directive errors; rate limiting
+(429 ``rate_limit_exceeded``, with ``x-ratelimit-*`` headers on every answer from then on); latency,
+stalls and random faults; the success body. Every answer carries ``x-request-id`` and
+``openai-processing-ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.asgi import (
+    BodyTooLargeError,
+    Receive,
+    Scope,
+    Send,
+    dumps,
+    header_values,
+    read_body,
+    send_bytes,
+)
+from simulator.calls import CallContext, CallPlan, Usage
+from simulator.directives import Directive, directive_text, parse_directive
+from simulator.errors import (
+    ApiError,
+    error_for_status,
+    incorrect_api_key,
+    insufficient_quota,
+    invalid_request,
+    missing_api_key,
+    missing_parameter,
+    model_not_found,
+)
+from simulator.faults import plan_faults
+from simulator.limit_answers import ratelimit_headers, rejection_error
+from simulator.state import SimulatorState
+from simulator.stats import CallRecord
+
+Planner = Callable[[Mapping[str, Any], CallContext], CallPlan]
+_LOG = logging.getLogger("simulator")
+_WANTED_HEADERS = (b"authorization", b"api-key", b"host", b"x-client-request-id")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A model endpoint: its canonical path, short name and planner."""
+
+    path: str
+    name: str
+    planner: Planner
+
+
+@dataclass(slots=True)
+class CallOutcome:
+    """What is known about a call as it goes, for the statistics."""
+
+    model: str = "(none)"
+    user: str | None = None
+    rate_limited: bool = False
+    tokens_charged: int = 0
+    usage: Usage | None = None
+
+
+async def serve_model_call(
+    state: SimulatorState, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer one call to ``endpoint`` and record it."""
+    started = time.perf_counter()
+    request_id = "req_" + os.urandom(12).hex()
+    headers = header_values(scope, _WANTED_HEADERS)
+    outcome = CallOutcome()
+    limit_headers: dict[str, str] = {}
+    status = 500
+    state.stats.started()
+    try:
+        try:
+            payload = await _answer(state, endpoint, scope, receive, headers, outcome, limit_headers)
+            status = 200
+            await send_bytes(send, 200, payload, _common_headers(request_id, started, limit_headers))
+        except ApiError as exc:
+            status = exc.status
+            extra = {**limit_headers, **exc.headers}
+            await send_bytes(send, status, dumps(exc.body()), _common_headers(request_id, started, extra))
+        except Exception:
+            _LOG.exception("simulator failed on %s", endpoint.path)
+            error = error_for_status(500)
+            await send_bytes(send, 500, dumps(error.body()), _common_headers(request_id, started, {}))
+    finally:
+        state.stats.finished(
+            CallRecord(
+                request_id=request_id,
+                endpoint=endpoint.path,
+                model=outcome.model,
+                status=status,
+                user=outcome.user,
+                client_request_id=headers.get(b"x-client-request-id"),
+                rate_limited=outcome.rate_limited,
+                tokens_charged=outcome.tokens_charged,
+                usage=outcome.usage if status == 200 else None,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+
+
+async def _answer(
+    state: SimulatorState,
+    endpoint: Endpoint,
+    scope: Scope,
+    receive: Receive,
+    headers: Mapping[bytes, str],
+    outcome: CallOutcome,
+    limit_headers: dict[str, str],
+) -> bytes:
+    """The success payload, or an ApiError for every other answer."""
+    _authenticate(headers, state.settings.require_key)
+    body = await _json_body(receive)
+    model = _model_of(body, scope["path"])
+    outcome.model = model
+    outcome.user = body.get("user") if isinstance(body.get("user"), str) else None
+    directive = _directive(body, endpoint.name)
+    rule = state.table.rule_for(model)
+    if rule is None:
+        raise model_not_found(model)
+    settings = state.settings
+    ctx = CallContext(model, settings.default_max_tokens, state.prompt_cache, _base_url(scope, headers))
+    plan = endpoint.planner(body, ctx)
+    if settings.quota_exceeded or (directive is not None and directive.quota):
+        raise insufficient_quota()
+    forced = directive is not None and state.failures.should_fail(directive)
+    if not forced and not settings.no_limits and not rule.limits.unlimited:
+        decision = state.limiter.acquire(rule.bucket, rule.limits, plan.charge)
+        limit_headers.update(ratelimit_headers(decision.states))
+        if decision.rejection is not None:
+            outcome.rate_limited = True
+            raise rejection_error(model, decision.rejection)
+    if not forced:
+        outcome.tokens_charged = plan.charge.tokens
+    faults = plan_faults(settings, directive, state.rng)
+    if faults.delay_seconds > 0:
+        await asyncio.sleep(faults.delay_seconds)
+    if forced and directive is not None and directive.status is not None:
+        raise error_for_status(directive.status, directive.retry_after)
+    if faults.error_status is not None:
+        raise error_for_status(faults.error_status)
+    answer, usage = plan.render()
+    payload = dumps(answer)
+    if faults.malformed:
+        return payload[: max(1, len(payload) // 2)]
+    outcome.usage = usage
+    return payload
+
+
+def _authenticate(headers: Mapping[bytes, str], required: str | None) -> None:
+    authorization = headers.get(b"authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    key = token.strip() if scheme.lower() == "bearer" else ""
+    key = key or headers.get(b"api-key", "").strip()
+    if not key:
+        raise missing_api_key()
+    if required is not None and key != required:
+        raise incorrect_api_key(key)
+
+
+async def _json_body(receive: Receive) -> dict[str, Any]:
+    try:
+        raw = await read_body(receive)
+    except BodyTooLargeError:
+        raise ApiError(
+            413, "The request body is too large.", "invalid_request_error", None, "request_too_large"
+        ) from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid_request(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+            "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
+            "valid JSON.)"
+        ) from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def _model_of(body: Mapping[str, Any], path: str) -> str:
+    """The ``model`` of the body, or for Azure-style paths the deployment name."""
+    model = body.get("model")
+    if model is None and "/deployments/" in path:
+        model = path.split("/deployments/", 1)[1].split("/", 1)[0] or None
+    if model is None:
+        raise missing_parameter("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("Invalid 'model': expected a non-empty string.", "model", "invalid_type")
+    return model
+
+
+def _directive(body: Mapping[str, Any], endpoint_name: str) -> Directive | None:
+    found = directive_text(body, endpoint_name)
+    if found is None:
+        return None
+    text, field = found
+    return parse_directive(text, field)
+
+
+def _base_url(scope: Scope, headers: Mapping[bytes, str]) -> str:
+    host = headers.get(b"host")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}"
+
+
+def _common_headers(request_id: str, started: float, extra: Mapping[str, str]) -> list[tuple[str, str]]:
+    headers = [
+        ("x-request-id", request_id),
+        ("openai-processing-ms", str(int((time.perf_counter() - started) * 1000))),
+    ]
+    headers.extend(extra.items())
+    return headers
