@@ -159,9 +159,13 @@ def add_sim_parser(sub: Any) -> None:
 
 
 def run_sim(args: argparse.Namespace) -> int:
+    return run_simulator(list(args.sim_args))
+
+
+def run_simulator(argv: list[str]) -> int:
     from simulator.server import main as sim_main
 
-    return int(sim_main(list(args.sim_args)))
+    return int(sim_main(argv))
 
 
 def add_db_parser(sub: Any) -> None:

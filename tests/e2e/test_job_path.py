@@ -44,12 +44,15 @@ def test_one_job_of_each_kind_succeeds_with_the_simulators_usage(stack: Stack) -
     assert len(embedding["result"]["data"][0]["embedding"]) > 0
     assert image["usage"]["images"] == len(image["result"]["data"]) == 1
     assert image["usage"]["total_tokens"] == image["result"]["usage"]["total_tokens"]
-    stored_total = sum(job["usage"]["total_tokens"] for job in jobs)
-    assert stats["requests"]["total"] == 4, stats
-    assert stored_total == stats["usage"]["total_tokens"], stats
+    assert stats["requests_total"] == 4, stats
+    for job in jobs:
+        reported = stats["by_model"][job["model"]]
+        assert reported["requests"] == 1
+        assert job["usage"]["prompt_tokens"] == reported["prompt_tokens"], (job["kind"], reported)
+        assert job["usage"]["total_tokens"] == reported["total_tokens"], (job["kind"], reported)
 
 
-def test_unknown_job_kind_results_are_listed(stack: Stack) -> None:
+def test_finished_jobs_are_listed_by_status(stack: Stack) -> None:
     with stack.api() as api:
         listed = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
     assert {job["kind"] for job in listed["data"]} == {"chat", "vision", "embedding", "image"}
