@@ -19,7 +19,9 @@
 --             charge may leave debt. Returns 0.
 --   observe   per dimension, a ceiling ("" = none): the level is lowered to it, never raised. Returns
 --             1 when a level was lowered, else 0.
---   pause     ARGV[8] milliseconds; the longer of this and any current pause is kept. Returns 0.
+--   pause     ARGV[8] milliseconds; the longer of this and any current pause is kept, and the bucket is
+--             drained so that it refills from empty when the pause ends: budget does not pile up
+--             during a pause and burst into the upstream's next window. Returns 0.
 --   snapshot  nothing. Returns the three levels as strings and the pause's remaining milliseconds.
 
 local bucket_key = KEYS[1]
@@ -126,6 +128,13 @@ if op == 'pause' then
   local ms = tonumber(ARGV[8])
   if ms > 0 and ms > redis.call('PTTL', pause_key) then
     redis.call('SET', pause_key, '1', 'PX', ms)
+    local level = load()
+    for d = 1, 3 do
+      if rate[d] > 0 then
+        level[d] = math.min(level[d], 0) - rate[d] * ms
+      end
+    end
+    save(level)
   end
   return 0
 end

@@ -159,6 +159,16 @@ def settle_levels(levels: Triple, budget: Budget, delta: Triple) -> Triple:
     return (one(0), one(1), one(2))
 
 
+def drain(levels: Triple, budget: Budget, seconds: float) -> Triple:
+    """Levels for a pause of ``seconds``: emptied, so the bucket reaches zero as the pause ends."""
+    return _zip3(
+        lambda level, rate, _cap: min(level, 0.0) - rate * seconds if rate > 0 else level,
+        levels,
+        budget.rates,
+        budget.capacities,
+    )
+
+
 def lower(levels: Triple, budget: Budget, ceilings: Ceilings) -> Triple:
     """Levels lowered to ``ceilings`` where one is given for a limited dimension, never raised."""
 
@@ -300,8 +310,12 @@ class MemoryLimiter(Limiter):
         if millis <= 0:
             return
         with self._lock:
-            until = self._clock() + millis / 1000.0
-            self._pauses[budget.name] = max(until, self._pauses.get(budget.name, until))
+            now = self._clock()
+            until = now + millis / 1000.0
+            if until > self._pauses.get(budget.name, now):
+                self._pauses[budget.name] = until
+                drained = drain(self._levels(budget, now), budget, millis / 1000.0)
+                self._buckets[budget.name] = (drained, now)
 
     def observe(self, budget: Budget, headers: RateLimitState) -> None:
         ceilings = observe_ceilings(budget, headers)

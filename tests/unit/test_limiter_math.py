@@ -137,7 +137,17 @@ class LimiterBehaviour:
         assert 0.5 - harness.slack <= wait <= 0.5
         assert 0.0 < harness.limiter.snapshot(BUDGET)["paused_seconds"] <= 0.5
         harness.advance(wait + 0.01)
+        # the bucket refilled from empty during the pause: one request's refill later, one fits
+        refill_wait = harness.limiter.acquire(BUDGET, Cost())
+        assert 0.0 < refill_wait <= 0.5
+        harness.advance(refill_wait + 0.01)
         assert harness.limiter.acquire(BUDGET, Cost()) == 0.0
+
+    def test_budget_does_not_pile_up_during_a_pause(self, harness: Harness) -> None:
+        harness.limiter.pause(BUDGET, 2.0)
+        harness.advance(2.0 + 0.6)  # 0.6 s of refill after the pause: one request at 2 per second
+        assert harness.limiter.acquire(BUDGET, Cost()) == 0.0
+        assert harness.limiter.acquire(BUDGET, Cost()) > 0.0
 
     def test_pause_of_zero_or_less_does_nothing(self, harness: Harness) -> None:
         harness.limiter.pause(BUDGET, 0.0)
