@@ -123,9 +123,15 @@ def measure_window(sim_url: str, seconds: float) -> dict[str, Any]:
     return report
 
 
-def run_batchery(jobs: list[tuple[str, dict[str, Any]]], seconds: float, tiers: Path, logs: Path) -> dict[str, Any]:
-    with services(logs / "batchery") as running:
-        sim_url = start_simulator(running, "--tiers", str(tiers), "--latency", "uniform:200:500")
+def sim_args(tiers: Path, quantization: str) -> list[str]:
+    return ["--tiers", str(tiers), "--latency", "uniform:200:500", "--quantization", quantization]
+
+
+def run_batchery(
+    jobs: list[tuple[str, dict[str, Any]]], seconds: float, tiers: Path, logs: Path, quantization: str
+) -> dict[str, Any]:
+    with services(logs / f"batchery-{quantization}") as running:
+        sim_url = start_simulator(running, *sim_args(tiers, quantization))
         env = batchery_env(running, sim_url, BATCHERY_TIERS_FILE=str(tiers))
         api_url = start_api(running, env)
         ids = submit_all(api_url, jobs)
@@ -165,9 +171,11 @@ def count_failed(api_url: str, ids: list[str], running: Services) -> int:
     return len(failed["data"])
 
 
-def run_baseline(jobs: list[tuple[str, dict[str, Any]]], seconds: float, tiers: Path, logs: Path) -> dict[str, Any]:
-    with services(logs / "baseline") as running:
-        sim_url = start_simulator(running, "--tiers", str(tiers), "--latency", "uniform:200:500")
+def run_baseline(
+    jobs: list[tuple[str, dict[str, Any]]], seconds: float, tiers: Path, logs: Path, quantization: str
+) -> dict[str, Any]:
+    with services(logs / f"baseline-{quantization}") as running:
+        sim_url = start_simulator(running, *sim_args(tiers, quantization))
         env = base_env(BENCH_REDIS_URL=running.redis_url, BENCH_UPSTREAM=f"{sim_url}/v1")
         chat_rate = f"{LIMITS[CHAT_MODEL]['rpm'] / WORKERS:g}/m"
         embed_rate = f"{LIMITS[EMBED_MODEL]['rpm'] / WORKERS:g}/m"
@@ -192,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=150.0, help="measurement window (default 150)")
     parser.add_argument("--only", choices=["batchery", "baseline"])
+    parser.add_argument(
+        "--quantization",
+        choices=["bucket", "window", "both"],
+        default="both",
+        help="how the simulator quantizes its limits: a one-second bucket, fixed 1 s windows, or both runs",
+    )
     args = parser.parse_args(argv)
     rng = random.Random(7)
     jobs = workload(rng, args.seconds)
@@ -199,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         tiers = Path(tmp) / "tiers.toml"
         tiers.write_text(TIERS)
         results: dict[str, Any] = {"jobs": len(jobs), "seconds": args.seconds, "limits": LIMITS}
-        if args.only != "baseline":
-            results["batchery"] = run_batchery(jobs, args.seconds, tiers, Path(tmp))
-            print("batchery:", results["batchery"], flush=True)
-        if args.only != "batchery":
-            results["baseline"] = run_baseline(jobs, args.seconds, tiers, Path(tmp))
-            print("celery rate_limit:", results["baseline"], flush=True)
+        modes = ["bucket", "window"] if args.quantization == "both" else [args.quantization]
+        for mode in modes:
+            if args.only != "baseline":
+                results[f"batchery/{mode}"] = run_batchery(jobs, args.seconds, tiers, Path(tmp), mode)
+                print(f"batchery, {mode}:", results[f"batchery/{mode}"], flush=True)
+            if args.only != "batchery":
+                results[f"celery rate_limit/{mode}"] = run_baseline(jobs, args.seconds, tiers, Path(tmp), mode)
+                print(f"celery rate_limit, {mode}:", results[f"celery rate_limit/{mode}"], flush=True)
     print_table(results)
     print("saved", save("ratelimit", results))
     return 0
@@ -212,15 +228,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: dict[str, Any]) -> None:
     print(f"\nmachine: {machine()}")
-    print(f"{'system':<18}{'model':<26}{'RPM %':>8}{'TPM %':>8}{'429 %':>8}{'failed':>8}")
-    for system in ("batchery", "baseline"):
-        if system not in results:
+    print(f"{'system / upstream quantization':<34}{'model':<26}{'RPM %':>8}{'TPM %':>8}{'429 %':>8}{'failed':>8}")
+    for system, report in results.items():
+        if "/" not in system:
             continue
         for model in LIMITS:
-            row = results[system][model]
+            row = report[model]
             print(
-                f"{system:<18}{model:<26}{row['rpm_pct']:>8}{row['tpm_pct']:>8}"
-                f"{row['rate_limited_pct']:>8}{results[system]['failed_jobs']:>8}"
+                f"{system:<34}{model:<26}{row['rpm_pct']:>8}{row['tpm_pct']:>8}"
+                f"{row['rate_limited_pct']:>8}{report['failed_jobs']:>8}"
             )
 
 

@@ -15,39 +15,13 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]}).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_simulator(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "simulator", "--port", str(port), "--no-limits", "--latency", "fixed:0"]
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        command = ["taskset", "-c", "0", *command]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_health", timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the simulator did not start within 15 s")
 
 
 def request_bytes(port: int) -> bytes:
@@ -93,21 +67,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="number of runs (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     args = parser.parse_args(argv)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from simulator.process import running_simulator
+
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
-    port = free_port()
-    process = start_simulator(port)
-    try:
+    pinned = shutil.which("taskset") is not None and (os.cpu_count() or 1) > 1
+    prefix = ["taskset", "-c", "0"] if pinned else []
+    with running_simulator(["--no-limits", "--latency", "fixed:0"], prefix=prefix) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
         asyncio.run(one_run(port, 0.5, args.connections))  # warm-up
         rates = []
         for number in range(1, args.runs + 1):
             rate = asyncio.run(one_run(port, args.duration, args.connections))
             rates.append(rate)
             print(f"run {number}: {rate:,.0f} requests/s")
-        print(f"median: {statistics.median(rates):,.0f} requests/s ({args.connections} connections, 1 core)")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    where = "pinned to core 0" if pinned else "not pinned"
+    median = statistics.median(rates)
+    print(f"median: {median:,.0f} requests/s ({args.connections} connections, simulator {where})")
     return 0
 
 

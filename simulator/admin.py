@@ -4,7 +4,8 @@
 ``GET /_health``             ``{"status": "ok"}``
 ``GET /_stats``              counters (shape in ``simulator.stats``)
 ``POST /_stats/reset``       zero the counters; answers the fresh counters
-``GET /_requests?limit=N``   the last N calls (default 100, at most 1000), newest last
+``GET /_requests``           the last calls, newest last: ``?limit=N`` (default 100, at most 1000),
+                             ``&user=U`` or ``&request_id=R`` to keep only those
 ``GET /_control``            the current settings
 ``POST /_control``           change runtime settings (names as in ``simulator.settings``), and/or
                              ``{"reset_limits": true}`` (all budgets full again),
@@ -47,9 +48,15 @@ async def serve_recent(state: SimulatorState, scope: Scope, send: Send) -> None:
         error = invalid_request("Invalid 'limit': expected an integer.", "limit")
         await send_json(send, 400, error.body())
         return
-    await send_json(
-        send, 200, {"object": "list", "data": state.stats.recent_calls(min(max(limit, 0), _MAX_RECENT))}
-    )
+    user = query.get("user", [None])[0]
+    request_id = query.get("request_id", [None])[0]
+    calls = state.stats.recent_calls(_MAX_RECENT)
+    if user is not None:
+        calls = [call for call in calls if call["user"] == user]
+    if request_id is not None:
+        calls = [call for call in calls if request_id in (call["request_id"], call["client_request_id"])]
+    kept = calls[-limit:] if limit > 0 else []
+    await send_json(send, 200, {"object": "list", "data": kept})
 
 
 async def serve_control(state: SimulatorState, method: str, receive: Receive, send: Send) -> None:

@@ -7,6 +7,7 @@ benchmark.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -41,10 +42,13 @@ async def read_body(receive: Receive, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def header_values(scope: Scope, names: Iterable[bytes]) -> dict[bytes, str]:
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def header_values(scope: Scope, names: frozenset[bytes]) -> dict[bytes, str]:
     """The request headers among ``names`` (lower-case), decoded as latin-1."""
-    wanted = frozenset(names)
-    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
+    return {name: value.decode("latin-1") for name, value in scope["headers"] if name in names}
 
 
 def dumps(value: object) -> bytes:
@@ -57,9 +61,14 @@ async def send_bytes(
     body: bytes,
     headers: Iterable[tuple[str, str]] = (),
     content_type: tuple[bytes, bytes] = JSON_TYPE,
+    request_id: str | None = None,
 ) -> None:
-    """Send a complete response with a content type, content length and the given headers."""
-    raw = [content_type, (b"content-length", str(len(body)).encode())]
+    """Send a whole response with content type and length, ``x-request-id`` (new unless given) and headers."""
+    raw = [
+        content_type,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", (request_id or new_request_id()).encode()),
+    ]
     raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from simulator.prompt_cache import PromptCache
 from simulator.ratelimit import Charge
@@ -40,6 +40,25 @@ class CallPlan:
 
     charge: Charge
     render: Callable[[], tuple[dict[str, Any], Usage]]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """The kind of answer: text, JSON (with an optional schema) or a call of a named function."""
+
+    kind: Literal["text", "json", "tool"]
+    schema: object | None = None
+    function: str | None = None
+    parameters: object | None = None
+
+
+@dataclass(slots=True)
+class PromptScan:
+    """What a request's prompt adds up to while it is being validated."""
+
+    characters: int = 0
+    image_tokens: int = 0
+    mentions_json: bool = False
 
 
 def new_id(prefix: str) -> str:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from simulator import params
 from simulator.calls import (
     CallContext,
     CallPlan,
+    Output,
+    PromptScan,
     Usage,
     compact_json,
     json_reply,
@@ -46,23 +47,6 @@ from simulator.tokens import (
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _DETAILS = ("auto", "low", "high")
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """The kind of answer: text, JSON (with an optional schema) or a call of a named function."""
-
-    kind: Literal["text", "json", "tool"]
-    schema: object | None = None
-    function: str | None = None
-    parameters: object | None = None
-
-
-@dataclass(slots=True)
-class PromptScan:
-    characters: int = 0
-    image_tokens: int = 0
-    mentions_json: bool = False
 
 
 def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from simulator.errors import ApiError, rate_limit_message, request_too_large_message, retry_after_headers
-from simulator.ratelimit import Decision, DimensionState, Rejection
+from simulator.ratelimit import DimensionState, Rejection
 
 _UNITS = {"requests": ("requests", "RPM"), "tokens": ("tokens", "TPM"), "images": ("images", "IPM")}
 
@@ -58,7 +58,3 @@ def rejection_error(model: str, rejection: Rejection) -> ApiError:
     return ApiError(
         429, message, unit, None, "rate_limit_exceeded", retry_after_headers(rejection.retry_after)
     )
-
-
-def decision_headers(decision: Decision) -> dict[str, str]:
-    return ratelimit_headers(decision.states)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from simulator.asgi import (
     Send,
     dumps,
     header_values,
+    new_request_id,
     read_body,
     send_bytes,
 )
@@ -47,7 +47,7 @@ from simulator.stats import CallRecord
 
 Planner = Callable[[Mapping[str, Any], CallContext], CallPlan]
 _LOG = logging.getLogger("simulator")
-_WANTED_HEADERS = (b"authorization", b"api-key", b"host", b"x-client-request-id")
+_WANTED_HEADERS = frozenset({b"authorization", b"api-key", b"host", b"x-client-request-id"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ async def serve_model_call(
 ) -> None:
     """Answer one call to ``endpoint`` and record it."""
     started = time.perf_counter()
-    request_id = "req_" + os.urandom(12).hex()
+    request_id = new_request_id()
     headers = header_values(scope, _WANTED_HEADERS)
     outcome = CallOutcome()
     limit_headers: dict[str, str] = {}
@@ -85,15 +85,21 @@ async def serve_model_call(
         try:
             payload = await _answer(state, endpoint, scope, receive, headers, outcome, limit_headers)
             status = 200
-            await send_bytes(send, 200, payload, _common_headers(request_id, started, limit_headers))
+            await send_bytes(
+                send, 200, payload, _common_headers(started, limit_headers), request_id=request_id
+            )
         except ApiError as exc:
             status = exc.status
             extra = {**limit_headers, **exc.headers}
-            await send_bytes(send, status, dumps(exc.body()), _common_headers(request_id, started, extra))
+            await send_bytes(
+                send, status, dumps(exc.body()), _common_headers(started, extra), request_id=request_id
+            )
         except Exception:
             _LOG.exception("simulator failed on %s", endpoint.path)
             error = error_for_status(500)
-            await send_bytes(send, 500, dumps(error.body()), _common_headers(request_id, started, {}))
+            await send_bytes(
+                send, 500, dumps(error.body()), _common_headers(started, {}), request_id=request_id
+            )
     finally:
         state.stats.finished(
             CallRecord(
@@ -218,10 +224,7 @@ def _base_url(scope: Scope, headers: Mapping[bytes, str]) -> str:
     return f"{scope.get('scheme', 'http')}://{host}"
 
 
-def _common_headers(request_id: str, started: float, extra: Mapping[str, str]) -> list[tuple[str, str]]:
-    headers = [
-        ("x-request-id", request_id),
-        ("openai-processing-ms", str(int((time.perf_counter() - started) * 1000))),
-    ]
+def _common_headers(started: float, extra: Mapping[str, str]) -> list[tuple[str, str]]:
+    headers = [("openai-processing-ms", str(int((time.perf_counter() - started) * 1000)))]
     headers.extend(extra.items())
     return headers

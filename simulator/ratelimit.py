@@ -12,6 +12,10 @@ So a burst is refused well below the per-minute figure, as hosted providers do.
 - A request bigger than the whole per-minute limit never fits ("request too large").
 - A refusal takes nothing, unless ``count_rejected`` is set: then it still uses up one request.
 
+With ``smooth`` (``--quantization bucket``) the window's usage drains continuously instead of at each
+window boundary: a bucket that holds one quantum's allowance, refilling at the per-minute rate. Both
+are ways a provider quantizes; fixed windows are the harsher one for a client that paces smoothly.
+
 Alongside the windows, each dimension keeps a per-minute view (a bucket of ``limit`` refilled at
 ``limit / 60`` per second) that feeds the ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*``
 headers and the "Used" figure of 429 messages.
@@ -93,10 +97,22 @@ class Decision:
 class QuantizedCounter:
     """One dimension of a bucket: fixed windows with carried debt, plus the per-minute view."""
 
-    __slots__ = ("_index", "_level", "_level_time", "_used", "allowance", "limit", "window")
+    __slots__ = (
+        "_index",
+        "_level",
+        "_level_time",
+        "_used",
+        "_used_time",
+        "allowance",
+        "limit",
+        "smooth",
+        "window",
+    )
 
-    def __init__(self, limit: int, quantum: float, now: float) -> None:
+    def __init__(self, limit: int, quantum: float, now: float, smooth: bool = False) -> None:
         self.limit = limit
+        self.smooth = smooth
+        self._used_time = now
         self.window = max(quantum, 60.0 / limit)
         self.allowance = limit * self.window / 60.0
         self._index = math.floor(now / self.window)
@@ -112,6 +128,8 @@ class QuantizedCounter:
         over = self._used + cost - self.allowance if cost <= self.allowance else self._used
         if over <= _EPSILON:
             return 0.0
+        if self.smooth:
+            return over * self.window / self.allowance
         windows = max(1, math.ceil(over / self.allowance - _EPSILON))
         return max(0.0, (self._index + windows) * self.window - now)
 
@@ -132,6 +150,11 @@ class QuantizedCounter:
         return max(0, round(self.limit - self._level))
 
     def _advance(self, now: float) -> None:
+        if self.smooth:
+            drained = (now - self._used_time) * self.allowance / self.window
+            self._used = max(0.0, self._used - max(0.0, drained))
+            self._used_time = now
+            return
         index = math.floor(now / self.window)
         if index > self._index:
             self._used = max(0.0, self._used - self.allowance * (index - self._index))
@@ -149,7 +172,7 @@ class Bucket:
 
     __slots__ = ("_counters", "limits")
 
-    def __init__(self, limits: Limits, quantum: float, now: float) -> None:
+    def __init__(self, limits: Limits, quantum: float, now: float, smooth: bool = False) -> None:
         self.limits = limits
         figures: tuple[tuple[Dimension, int], ...] = (
             ("requests", limits.rpm),
@@ -157,7 +180,9 @@ class Bucket:
             ("images", limits.ipm),
         )
         self._counters = tuple(
-            (dimension, QuantizedCounter(limit, quantum, now)) for dimension, limit in figures if limit > 0
+            (dimension, QuantizedCounter(limit, quantum, now, smooth))
+            for dimension, limit in figures
+            if limit > 0
         )
 
     def decide(self, charge: Charge, now: float, count_rejected: bool) -> Decision:
@@ -204,12 +229,18 @@ class RateLimiter:
     """Buckets by key, created on first use; a key whose limits change starts a fresh bucket."""
 
     def __init__(
-        self, quantum: float = 1.0, clock: Clock = time.monotonic, count_rejected: bool = False
+        self,
+        quantum: float = 1.0,
+        clock: Clock = time.monotonic,
+        count_rejected: bool = False,
+        *,
+        smooth: bool = False,
     ) -> None:
         if quantum <= 0:
             raise ValueError("quantum must be above 0")
         self.quantum = quantum
         self.count_rejected = count_rejected
+        self.smooth = smooth
         self._clock = clock
         self._buckets: dict[str, Bucket] = {}
 
@@ -218,7 +249,7 @@ class RateLimiter:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None or bucket.limits != limits:
-            bucket = self._buckets[key] = Bucket(limits, self.quantum, now)
+            bucket = self._buckets[key] = Bucket(limits, self.quantum, now, self.smooth)
         return bucket.decide(charge, now, self.count_rejected)
 
     def reset(self) -> None:

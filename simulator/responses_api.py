@@ -20,6 +20,8 @@ from simulator import params
 from simulator.calls import (
     CallContext,
     CallPlan,
+    Output,
+    PromptScan,
     Usage,
     compact_json,
     json_reply,
@@ -27,7 +29,6 @@ from simulator.calls import (
     reply_text,
     tool_arguments,
 )
-from simulator.chat import Output, PromptScan
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
 from simulator.image_size import BadImageDataError
 from simulator.ratelimit import Charge

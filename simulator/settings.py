@@ -20,6 +20,7 @@ from simulator.latency import ZERO_LATENCY, LatencySpec, parse_latency
 from simulator.ratelimit import Limits
 
 ENV_PREFIX = "BATCHERY_SIM_"
+QUANTIZATIONS = ("window", "bucket")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -38,6 +39,7 @@ class SimulatorSettings:
     no_limits: bool = False
     default_limits: Limits | None = None
     quantum: float = 1.0
+    quantization: str = "window"
     count_rejected: bool = False
     quota_exceeded: bool = False
     require_key: str | None = None
@@ -160,6 +162,13 @@ def _quantum(value: object) -> float:
     return number
 
 
+def _quantization(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in QUANTIZATIONS:
+        raise ValueError(f"must be one of {', '.join(QUANTIZATIONS)}, got {value!r}")
+    return text
+
+
 def _not_negative(value: object) -> float:
     number = _number(value)
     if number < 0:
@@ -235,6 +244,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         "SPEC",
     ),
     FieldSpec("quantum", _quantum, "seconds over which each per-minute budget is enforced (default 1)", "S"),
+    FieldSpec(
+        "quantization",
+        _quantization,
+        "window: fixed windows of --quantum seconds (default); bucket: a bucket holding one quantum",
+        "MODE",
+    ),
     FieldSpec("count_rejected", _switch, "rejected requests also use up the request budget", is_switch=True),
     FieldSpec(
         "quota_exceeded", _switch, "answer every model call with 429 insufficient_quota", is_switch=True

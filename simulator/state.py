@@ -30,7 +30,9 @@ class SimulatorState:
         self.settings = settings
         self.tiers = tiers if tiers is not None else read_tiers(settings.tiers)
         self.table: LimitTable = build_limit_table(self.tiers, settings.limit_scale, settings.default_limits)
-        self.limiter = RateLimiter(settings.quantum, clock, settings.count_rejected)
+        self.limiter = RateLimiter(
+            settings.quantum, clock, settings.count_rejected, smooth=settings.quantization == "bucket"
+        )
         self.stats = SimulatorStats()
         self.failures = FailureCounter()
         self.prompt_cache = PromptCache()

@@ -1,0 +1,148 @@
+"""The simulator's token arithmetic and image header parsing."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import pytest
+
+from simulator.image_size import BadImageDataError, size_from_bytes, size_from_data_url
+from simulator.png import tiny_png
+from simulator.prompt_cache import PromptCache
+from simulator.tokens import (
+    CompletionTokens,
+    admission_tokens,
+    cached_tokens,
+    image_output_tokens,
+    image_tokens,
+    image_url_tokens,
+    is_reasoning_model,
+    plan_completion,
+    text_tokens,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def png_header(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + ihdr
+        + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    )
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    dht = b"\xff\xc4" + struct.pack(">H", 5) + b"\x00\x00\x00"
+    sof = b"\xff\xc2" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + dht + sof
+
+
+def data_url(kind: str, data: bytes) -> str:
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(("characters", "tokens"), [(0, 0), (1, 1), (4, 1), (5, 2), (400, 100)])
+def test_text_costs_a_token_per_four_characters(characters: int, tokens: int) -> None:
+    assert text_tokens(characters) == tokens
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "detail", "tokens"),
+    [
+        ("gpt-4o", (1024, 1024), "low", 85),
+        ("gpt-4o", (1024, 1024), "high", 765),
+        ("gpt-4o", (2048, 4096), "high", 1105),
+        ("gpt-4o", (512, 512), "auto", 255),
+        ("gpt-4o", (4096, 8192), "high", 1105),
+        ("gpt-4o-mini", (1024, 1024), "low", 2833),
+        ("gpt-4o-mini", (1024, 1024), "high", 2833 + 4 * 5667),
+    ],
+)
+def test_image_tokens_follow_the_tile_rule(
+    model: str, size: tuple[int, int], detail: str, tokens: int
+) -> None:
+    assert image_tokens(model, size, detail) == tokens
+
+
+def test_image_sizes_from_headers() -> None:
+    assert size_from_bytes(tiny_png()) == (8, 8)
+    assert size_from_bytes(png_header(2048, 4096)) == (2048, 4096)
+    assert size_from_bytes(b"GIF89a" + struct.pack("<HH", 300, 200) + b"\x00" * 4) == (300, 200)
+    assert size_from_bytes(jpeg_header(640, 480)) == (640, 480)
+    vp8x = b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x0a\x00\x00\x00" + b"\x00" * 4
+    vp8x += (799).to_bytes(3, "little") + (599).to_bytes(3, "little")
+    assert size_from_bytes(vp8x) == (800, 600)
+    bits = (320 - 1) | ((240 - 1) << 14)
+    vp8l = b"RIFF\x00\x00\x00\x00WEBPVP8L\x00\x00\x00\x00\x2f" + struct.pack("<I", bits)
+    assert size_from_bytes(vp8l) == (320, 240)
+    vp8 = (
+        b"RIFF\x00\x00\x00\x00WEBPVP8 \x00\x00\x00\x00"
+        + b"\x00\x00\x00\x9d\x01\x2a"
+        + struct.pack("<HH", 64, 48)
+    )
+    assert size_from_bytes(vp8) == (64, 48)
+    assert size_from_bytes(b"not an image") is None
+    assert size_from_bytes(b"\xff\xd8\xff") is None
+
+
+def test_data_urls_are_measured_and_checked() -> None:
+    assert size_from_data_url(data_url("png", png_header(2048, 4096))) == (2048, 4096)
+    assert image_url_tokens("gpt-4o", data_url("png", png_header(2048, 4096)), "high") == 1105
+    assert image_url_tokens("gpt-4o", data_url("jpeg", jpeg_header(512, 512)), "high") == 255
+    assert image_url_tokens("gpt-4o", "https://example.com/cat.png", "high") == 765
+    assert image_url_tokens("gpt-4o", data_url("png", b"unknown format"), "high") == 765
+    with pytest.raises(BadImageDataError, match="base64"):
+        size_from_data_url("data:image/png;base64,@@@@")
+    with pytest.raises(BadImageDataError):
+        size_from_data_url("data:image/png,raw")
+
+
+def test_completions_are_predictable_and_capped() -> None:
+    assert plan_completion(40, 1000, reasoning_model=False) == CompletionTokens(18, 0, False)
+    assert plan_completion(40, 1000, reasoning_model=True) == CompletionTokens(18, 18, False)
+    assert plan_completion(40, 10, reasoning_model=False) == CompletionTokens(10, 0, True)
+    assert plan_completion(40, 20, reasoning_model=True) == CompletionTokens(2, 18, True)
+    assert plan_completion(40, 5, reasoning_model=True) == CompletionTokens(0, 5, True)
+    assert plan_completion(40, 5, reasoning_model=True).total == 5
+
+
+def test_reasoning_models() -> None:
+    assert all(is_reasoning_model(name) for name in ("o1", "o3", "o4-mini", "gpt-5", "gpt-5-mini"))
+    assert not any(is_reasoning_model(name) for name in ("gpt-4o", "gpt-4.1-mini", "omni"))
+
+
+def test_admission_counts_the_prompt_and_every_possible_completion() -> None:
+    assert admission_tokens(100, 256) == 356
+    assert admission_tokens(100, 256, choices=3) == 868
+
+
+def test_cached_tokens_need_a_repeated_long_prompt() -> None:
+    assert cached_tokens(5000, seen_before=False) == 0
+    assert cached_tokens(1000, seen_before=True) == 0
+    assert cached_tokens(1500, seen_before=True) == 1408
+    cache = PromptCache(capacity=2)
+    assert not cache.seen_before(b"a")
+    assert cache.seen_before(b"a")
+    cache.seen_before(b"b")
+    cache.seen_before(b"c")
+    assert not cache.seen_before(b"a")
+
+
+@pytest.mark.parametrize(
+    ("size", "quality", "tokens"),
+    [
+        ("1024x1024", "low", 272),
+        ("1024x1536", "high", 6240),
+        ("1536x1024", "medium", 1568),
+        ("auto", "auto", 1056),
+    ],
+)
+def test_gpt_image_output_tokens(size: str, quality: str, tokens: int) -> None:
+    assert image_output_tokens(size, quality) == tokens
