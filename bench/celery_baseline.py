@@ -2,7 +2,7 @@
 built-in per-worker ``rate_limit`` (the limit divided by the number of workers), retrying 429s and 5xx
 with Celery's own retry and the server's Retry-After. Outcomes are counted in Redis.
 
-Run as a worker: ``python -m bench.celery_baseline worker QUEUE RATE_LIMIT`` with ``BENCH_REDIS_URL``
+Run as a worker: ``python -m bench.celery_baseline QUEUE CHAT_RATE EMBEDDING_RATE`` with ``BENCH_REDIS_URL``
 and ``BENCH_UPSTREAM`` set.
 """
 
@@ -43,19 +43,19 @@ def register(app: Celery, rate_limits: dict[str, str]) -> None:
             try:
                 response = client.post(upstream + PATHS[kind], json=body, headers={"authorization": "Bearer x"})
             except httpx.HTTPError as exc:
-                counters.hincrby("baseline", "transport_errors", 1)
+                counters.hincrby("baseline:counts", "transport_errors", 1)
                 raise self.retry(countdown=1, exc=exc) from exc
-            counters.hincrby("baseline", f"status_{response.status_code}", 1)
+            counters.hincrby("baseline:counts", f"status_{response.status_code}", 1)
             if response.status_code == 429 or response.status_code >= 500:
                 delay = float(response.headers.get("retry-after", "1"))
                 if self.request.retries >= self.max_retries:
-                    counters.hincrby("baseline", "failed", 1)
+                    counters.hincrby("baseline:counts", "failed", 1)
                     return
                 raise self.retry(countdown=delay)
             if response.status_code >= 400:
-                counters.hincrby("baseline", "failed", 1)
+                counters.hincrby("baseline:counts", "failed", 1)
                 return
-            counters.hincrby("baseline", "succeeded", 1)
+            counters.hincrby("baseline:counts", "succeeded", 1)
 
         return call
 
@@ -64,7 +64,7 @@ def register(app: Celery, rate_limits: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    _, queue, chat_rate, embedding_rate = argv
+    queue, chat_rate, embedding_rate = argv
     app = make_app()
     register(app, {"chat": chat_rate, "embedding": embedding_rate})
     app.worker_main(

@@ -191,7 +191,7 @@ def run_baseline(
             argv = [sys.executable, "-m", "bench.celery_baseline", "baseline", chat_rate, embed_rate]
             running.start(f"baseline{index}", argv, env)
         report = measure_window(sim_url, seconds)
-        counts = redis.Redis.from_url(running.redis_url).hgetall("baseline")
+        counts = redis.Redis.from_url(running.redis_url).hgetall("baseline:counts")
         report["failed_jobs"] = int(counts.get(b"failed", 0))
         return report
 
