@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.auth import PrincipalDep
 from api.enqueue import Enqueuer
 from config.settings import Settings
 from domain.db import session_scope
-from domain.models import DEFAULT_TENANT
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -29,9 +29,9 @@ def get_enqueuer(request: Request) -> Enqueuer:
     return enqueuer
 
 
-def get_tenant() -> str:
-    """The caller's tenant. One default tenant until API keys name one."""
-    return DEFAULT_TENANT
+def get_tenant(principal: PrincipalDep) -> str:
+    """The caller's tenant, from its API key (``api.auth``): every query is scoped to it."""
+    return principal.tenant_id
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

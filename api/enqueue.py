@@ -11,7 +11,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
-from config.celery_conf import RUN_JOB_TASK, celery_config
+from config.celery_conf import CONTROL_QUEUE, DELIVER_WEBHOOK_TASK, RUN_JOB_TASK, WEBHOOK_QUEUE, celery_config
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,25 @@ class Enqueuer:
             self._app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
         except (KombuOperationalError, RedisError, OSError) as exc:
             log.warning("could not send job %s to %s: %s", job_id, queue, type(exc).__name__)
+            return False
+        return True
+
+    def send_webhook(self, delivery_id: str) -> bool:
+        """Send a webhook delivery id to its own queue; False leaves it for the periodic poll."""
+        try:
+            self._app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE, retry=False)
+        except (KombuOperationalError, RedisError, OSError) as exc:
+            log.warning("could not send webhook delivery %s: %s", delivery_id, type(exc).__name__)
+            return False
+        return True
+
+    def send_control(self, task: str, object_id: str) -> bool:
+        """Send a control task (batch ingest, finalize) by name with one id; False leaves it for the
+        periodic tick."""
+        try:
+            self._app.send_task(task, args=[object_id], queue=CONTROL_QUEUE, retry=False)
+        except (KombuOperationalError, RedisError, OSError) as exc:
+            log.warning("could not send %s for %s: %s", task, object_id, type(exc).__name__)
             return False
         return True
 

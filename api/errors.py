@@ -33,8 +33,9 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    headers = {"retry-after": "1"} if exc.status_code == 503 else None
-    return error_response(exc.status_code, exc.code, exc.message, exc.param, headers)
+    headers = {"retry-after": "1"} if exc.status_code == 503 else {}
+    headers.update(exc.headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.param, headers or None)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

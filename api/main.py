@@ -8,16 +8,23 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
+from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
-from api.routes import health, jobs
+from api.request_limits import UrlLengthMiddleware
+from api.routes import batches, files, health, jobs, webhooks
+from api.routes import metrics as metrics_routes
+from api.routes import usage as usage_routes
 from config.settings import Settings, get_settings
 from domain.db import make_engine, make_session_factory
+from domain.log_setup import setup_process_logging
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    setup_process_logging(settings)
+    warn_if_auth_disabled(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,5 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(files.router)
+    app.include_router(batches.router)
+    app.include_router(webhooks.router)
+    app.include_router(usage_routes.router)
+    app.include_router(metrics_routes.router)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/files",)
+    )  # uploads are limited while they stream (api.routes.files)
+    app.add_middleware(UrlLengthMiddleware, max_length=settings.max_url_length)
     return app

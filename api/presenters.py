@@ -1,48 +1,29 @@
-"""Turning stored rows into the API's response models."""
+"""Turning stored rows into the API's response models (the job's view lives in ``domain.job_view``, since
+webhook events carry it too)."""
 
 from __future__ import annotations
 
-from domain.models import Job
-from domain.schemas import JobError, JobOut, JobUsage
-from domain.status import JobKind, JobStatus
+from collections.abc import Iterable
+
+from domain.job_view import job_out
+from domain.models import JobAttempt
+from domain.schemas import AttemptOut
+
+__all__ = ["attempts_out", "job_out"]
 
 
-def job_out(job: Job) -> JobOut:
-    error = (
-        JobError(type=job.error_type, message=job.error_message or "", status_code=job.error_status)
-        if job.error_type
-        else None
-    )
-    finished = job.status == JobStatus.succeeded.value or job.usage is not None
-    usage = (
-        JobUsage(
-            prompt_tokens=job.prompt_tokens,
-            completion_tokens=job.completion_tokens,
-            total_tokens=job.total_tokens,
-            cached_tokens=job.cached_tokens,
-            reasoning_tokens=job.reasoning_tokens,
-            images=job.images,
+def attempts_out(rows: Iterable[JobAttempt]) -> list[AttemptOut]:
+    """A job's attempt log as ``GET /v1/jobs/{id}`` shows it."""
+    return [
+        AttemptOut(
+            number=row.number,
+            outcome=row.outcome,  # type: ignore[arg-type]
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            status_code=row.status_code,
+            error_type=row.error_type,
+            error=row.error,
+            wait_before_next_seconds=row.wait_before_next_seconds,
         )
-        if finished
-        else None
-    )
-    return JobOut(
-        id=job.id,
-        kind=JobKind(job.kind),
-        model=job.model,
-        tier=job.tier,
-        status=JobStatus(job.status),
-        priority=job.priority,
-        attempts=job.attempts,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        request=job.request,
-        result=job.result,
-        error=error,
-        usage=usage,
-        estimated_tokens=job.estimated_tokens,
-        limiter_wait_ms=job.limiter_wait_ms,
-        metadata=job.meta,
-        webhook_url=job.webhook_url,
-    )
+        for row in rows
+    ]

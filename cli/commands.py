@@ -46,14 +46,19 @@ def add_api_parser(sub: Any) -> None:
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    get_settings()  # fail fast, naming the variable, before uvicorn starts
+    from config.logging_setup import uvicorn_log_config
+    from config.prices import load_prices
+
+    settings = get_settings()  # fail fast, naming the variable, before uvicorn starts
+    load_prices(settings.prices_file)
     uvicorn.run(
         "api.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level="info",
+        log_level=get_settings().log_level.lower(),
+        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         access_log=False,
     )
     return 0
@@ -64,17 +69,19 @@ def add_worker_parser(sub: Any) -> None:
     parser.add_argument("--tier", action="append", default=[], help="tier to serve (repeatable; default all)")
     parser.add_argument("--concurrency", type=_positive, help="threads (default: the tiers' concurrency)")
     parser.add_argument("--name", help="worker node name (default tiers@hostname)")
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--no-control", action="store_true", help="do not serve the sweeper's queue")
+    parser.add_argument("--loglevel", help="DEBUG, INFO, WARNING or ERROR (default: BATCHERY_LOG_LEVEL)")
+    parser.add_argument("--no-control", action="store_true", help="skip the control and webhook queues")
     parser.set_defaults(handler=run_worker)
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from config.celery_conf import CONTROL_QUEUE
+    from config.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE
+    from config.prices import load_prices
     from workers.celery_app import create_celery
     from workers.tasks import register_tasks
 
     settings = get_settings()
+    load_prices(settings.prices_file)  # the job metrics price each call; a bad file stops start-up
     tiers = settings.tiers.tiers
     names = args.tier or list(tiers)
     unknown = [name for name in names if name not in tiers]
@@ -83,7 +90,7 @@ def run_worker(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or sum(tiers[name].concurrency for name in names)
     queues = [tiers[name].queue for name in names]
     if not args.no_control:
-        queues.append(CONTROL_QUEUE)
+        queues += [CONTROL_QUEUE, WEBHOOK_QUEUE]
     app = create_celery(settings)
     register_tasks(app, settings, concurrency=concurrency)
     node = args.name or f"{'+'.join(names)}@%h"
@@ -99,7 +106,7 @@ def run_worker(args: argparse.Namespace) -> int:
             "--hostname",
             node,
             "--loglevel",
-            args.loglevel,
+            args.loglevel or settings.log_level,
             "--task-events",
             "--without-mingle",
             "--without-gossip",
@@ -122,7 +129,7 @@ def run_beat(args: argparse.Namespace) -> int:
     Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
     app = create_celery(settings)
     register_tasks(app, settings)
-    app.start(argv=["beat", "--schedule", args.schedule, "--loglevel", "INFO"])
+    app.start(argv=["beat", "--schedule", args.schedule, "--loglevel", settings.log_level])
     return 0
 
 
@@ -149,7 +156,12 @@ def flower_command(host: str, port: int) -> list[str]:
 
 
 def run_flower(args: argparse.Namespace) -> int:
-    return subprocess.call(flower_command(args.host, args.port), env=os.environ.copy())
+    from cli.flower_auth import flower_env
+
+    env, note = flower_env(get_settings(), os.environ)
+    if note:
+        print(f"Flower {note}", flush=True)
+    return subprocess.call(flower_command(args.host, args.port), env=env)
 
 
 def add_sim_parser(sub: Any) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 
 from cli.commands import ROOT, flower_command
+from cli.dev_key import ensure_dev_key
+from cli.flower_auth import flower_env
 from cli.migrations import upgrade
 from config.settings import get_settings
 
@@ -49,7 +51,9 @@ def _wait_http(url: str, seconds: float = 30.0) -> bool:
 def run_dev(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade(settings.database_url)
+    dev_key = None if settings.auth_disabled else ensure_dev_key(settings, ROOT / "var" / "dev-api-key")
     env = os.environ.copy()
+    flower_login, flower_note = flower_env(settings, env)
     me = [sys.executable, "-m", "cli.main"]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     using_sim = not settings.has_provider_key
@@ -65,16 +69,22 @@ def run_dev(args: argparse.Namespace) -> int:
         children.append(_spawn(f"worker:{tier}", worker, env))
     children.append(_spawn("beat", [*me, "beat"], env))
     if not args.no_flower:
-        children.append(_spawn("flower", flower_command("127.0.0.1", args.flower_port), env))
+        children.append(_spawn("flower", flower_command("127.0.0.1", args.flower_port), flower_login))
     api_url = f"http://127.0.0.1:{args.api_port}"
     ready = _wait_http(f"{api_url}/healthz")
     print()
     print(f"  API        {api_url}   (docs: {api_url}/docs){'' if ready else '  (not answering yet)'}")
     if not args.no_flower:
-        print(f"  Flower     http://127.0.0.1:{args.flower_port}")
+        login = flower_note or "login from BATCHERY_FLOWER_USER / BATCHERY_FLOWER_PASSWORD"
+        print(f"  Flower     http://127.0.0.1:{args.flower_port}   ({login})")
     if using_sim:
         print(f"  Simulator  http://127.0.0.1:{args.sim_port}/v1   (no OPENAI_API_KEY set)")
     print(f"  Database   {settings.database_url}")
+    if dev_key:
+        print(f"  API key    {dev_key}   (tenant default, every scope; kept in var/dev-api-key)")
+        print(f"             curl -H 'authorization: Bearer {dev_key}' {api_url}/v1/jobs")
+    else:
+        print("  API key    none needed: BATCHERY_AUTH_DISABLED=true")
     print("  Ctrl-C stops everything.\n", flush=True)
     return _supervise(children)
 

@@ -1,4 +1,4 @@
-"""``batchery``: dev, api, worker, flower, beat, sim, db, submit.
+"""``batchery``: dev, api, worker, flower, beat, sim, db, submit, batch.
 
 Bad arguments exit 2 with a usage message; a bad configuration exits 2 naming the variable.
 """
@@ -10,12 +10,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config.errors import BatcheryError
+from domain.log_setup import setup_process_logging
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import commands, dev, submit
+    from cli import batch, commands, dev, dispatcher_cmd, keys, submit, top
 
     parser = argparse.ArgumentParser(prog="batchery", description="A job queue for OpenAI-compatible APIs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -24,10 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_api_parser(sub)
     commands.add_worker_parser(sub)
     commands.add_beat_parser(sub)
+    dispatcher_cmd.add_parser(sub)
     commands.add_flower_parser(sub)
     commands.add_sim_parser(sub)
     commands.add_db_parser(sub)
     submit.add_parser(sub)
+    batch.add_parser(sub)
+    keys.add_parser(sub)
+    top.add_parser(sub)
     return parser
 
 
@@ -41,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     handler: Handler = args.handler
     try:
+        setup_process_logging()
         return handler(args)
     except BatcheryError as exc:
         print(f"batchery: {exc.message}", file=sys.stderr)

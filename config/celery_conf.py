@@ -12,6 +12,12 @@ from config.settings import Settings
 RUN_JOB_TASK = "batchery.run_job"
 SWEEP_TASK = "batchery.sweep"
 CONTROL_QUEUE = "batchery.control"
+DELIVER_WEBHOOK_TASK = "batchery.deliver_webhook"
+WEBHOOK_SWEEP_TASK = "batchery.webhook_sweep"
+WEBHOOK_QUEUE = "batchery.webhooks"
+INGEST_BATCH_TASK = "batchery.ingest_batch"
+FINALIZE_BATCH_TASK = "batchery.finalize_batch"
+BATCH_TICK_TASK = "batchery.batch_tick"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -41,8 +47,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "task_default_queue": CONTROL_QUEUE,
-        "task_routes": {SWEEP_TASK: {"queue": CONTROL_QUEUE}},
-        "beat_schedule": {"sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds}},
+        "task_routes": {
+            SWEEP_TASK: {"queue": CONTROL_QUEUE},
+            WEBHOOK_SWEEP_TASK: {"queue": CONTROL_QUEUE},
+            DELIVER_WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE},
+            INGEST_BATCH_TASK: {"queue": CONTROL_QUEUE},
+            FINALIZE_BATCH_TASK: {"queue": CONTROL_QUEUE},
+            BATCH_TICK_TASK: {"queue": CONTROL_QUEUE},
+        },
+        "beat_schedule": {
+            "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+            "webhooks": {"task": WEBHOOK_SWEEP_TASK, "schedule": settings.webhook_poll_interval_seconds},
+            "batches": {"task": BATCH_TICK_TASK, "schedule": settings.sweep_interval_seconds},
+        },
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from functools import cache, cached_property
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config import webhook_settings
 from config.errors import ConfigError
+from config.prices import DEFAULT_PRICES_FILE
 from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -95,10 +98,31 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=AliasChoices("BATCHERY_PROVIDERS", "providers_json")
     )
     tiers_file: Path = DEFAULT_TIERS_FILE
+    prices_file: Path = DEFAULT_PRICES_FILE
+    log_format: Literal["text", "json"] = "text"
 
     # HTTP API
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     default_page_size: int = Field(default=20, ge=1, le=100)
+    file_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    batch_max_requests: int = Field(default=50_000, ge=1)
+
+    # Authentication, tenants, input limits and log hygiene (docs/security.md)
+    auth_disabled: bool = False
+    max_queued_jobs_per_tenant: int = Field(default=100_000, ge=1)
+    max_messages: int = Field(default=2048, ge=1)
+    max_metadata_bytes: int = Field(default=8192, ge=2)
+    max_url_length: int = Field(default=2048, ge=64, le=8192)
+    max_jsonl_line_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    flower_user: str = Field(default="admin", min_length=1, max_length=64, pattern=r"^[^:,\s]+$")
+    flower_password: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _auth_stays_on_in_production(self) -> Settings:
+        if self.auth_disabled and self.environment == Environment.production:
+            raise ValueError("BATCHERY_AUTH_DISABLED=true is refused when BATCHERY_ENVIRONMENT=production")
+        return self
 
     # Workers and the queue
     default_max_tokens: int = Field(default=1024, ge=1)
@@ -107,6 +131,54 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(default=512, ge=1)
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
     resend_after_seconds: float = Field(default=300.0, gt=0)
+    # The dispatcher and shutdown (docs/reliability.md)
+    dispatch_window_factor: float = Field(default=2.0, gt=0, le=100)
+    dispatch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    shutdown_grace_seconds: float = Field(default=60.0, ge=0)
+    db_retry_seconds: float = Field(default=120.0, ge=0)
+
+    # Webhooks (docs/webhooks.md). Secrets are whsec_<base64>; every one configured signs each attempt.
+    webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = webhook_settings.DEFAULT_RETRY_SCHEDULE
+    webhook_max_result_bytes: int = Field(default=256 * 1024, ge=0)
+    webhook_allowed_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+    webhook_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1, le=512)
+
+    @field_validator("webhook_secrets", "webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_webhook_lists(cls, value: Any) -> Any:
+        return webhook_settings.split_list(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_webhook_schedule(cls, value: Any) -> tuple[float, ...]:
+        return webhook_settings.parse_schedule(value)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _valid_webhook_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            webhook_settings.decode_secret(secret.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_webhook_secret_in_production(self) -> Settings:
+        if self.environment == Environment.production and any(
+            webhook_settings.is_placeholder_webhook_secret(secret.get_secret_value())
+            for secret in self.webhook_secrets
+        ):
+            raise ValueError("BATCHERY_WEBHOOK_SECRETS holds a placeholder secret; generate a real one")
+        return self
+
+    @property
+    def webhook_signing_keys(self) -> tuple[bytes, ...]:
+        """The keys that sign webhooks; the development key outside production when none is set."""
+        secrets = [secret.get_secret_value() for secret in self.webhook_secrets]
+        if not secrets and self.environment != Environment.production:
+            secrets = [webhook_settings.DEVELOPMENT_SECRET]
+        return tuple(webhook_settings.decode_secret(secret) for secret in secrets)
 
     @field_validator("providers_json", mode="before")
     @classmethod

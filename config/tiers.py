@@ -10,12 +10,21 @@ A tiers file is TOML::
     concurrency = 64                   # worker concurrency for this tier's queue
     timeout_seconds = 60               # upstream request timeout
     max_attempts = 5                   # upstream attempts before the job fails
+    token_accounting = "admission"     # how the provider counts TPM (see below)
 
     [tiers.standard.models."gpt-4o-mini"]
     rpm = 5000                         # requests per minute
     tpm = 2000000                      # tokens per minute (0 = not limited)
     ipm = 0                            # images per minute (image models)
     budget = "mini-shared"             # optional: models naming the same budget share one bucket
+
+``token_accounting`` says how the provider counts tokens against TPM, so the limiter can mirror it:
+
+- ``admission`` (OpenAI and most hosted APIs): at admission, the estimated prompt plus ``max_tokens``
+  times ``n``, never refunded. The limiter reserves that estimate and keeps it; a 429 (not admitted)
+  refunds the tokens.
+- ``usage``: real consumption. After each response the reservation is settled against the returned
+  ``usage``; a failed call refunds its tokens.
 
 Each model belongs to exactly one tier. Loading reports the file, the line (for TOML syntax errors) and
 the reason, so a malformed file stops start-up with a message a person can act on.
@@ -28,7 +37,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +71,7 @@ class Tier(BaseModel):
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_cap_seconds: float = Field(default=60.0, gt=0)
     deadline_seconds: float = Field(default=3600.0, gt=0)
+    token_accounting: Literal["admission", "usage"] = "admission"
     models: dict[str, ModelLimits]
 
     @field_validator("name")

@@ -7,7 +7,12 @@
     └── ServiceError                    an error a caller can act on; carries an HTTP status and a code
         ├── InvalidRequest              422: the body does not fit the contract
         │   ├── UnknownModel            422: no tier serves the model
-        │   └── IdempotencyKeyReused    422: same key, different body
+        │   ├── IdempotencyKeyReused    422: same key, different body
+        │   ├── InvalidWebhookUrl       422: the webhook URL is malformed or not public (with the reason)
+        │   └── LimitExceeded           422: an input is over a configured limit (code names which)
+        ├── Unauthenticated             401: missing, invalid, revoked or expired API key
+        ├── PermissionDenied            403: the key lacks the scope the route needs
+        ├── TooManyRequests             429: e.g. the tenant's queue is full; carries Retry-After
         ├── NotFound                    404: no such object (or not the caller's)
         ├── Conflict                    409: the object is not in a state that allows this
         ├── PayloadTooLarge             413
@@ -28,9 +33,14 @@ __all__ = [
     "Conflict",
     "IdempotencyKeyReused",
     "InvalidRequest",
+    "InvalidWebhookUrl",
+    "LimitExceeded",
     "NotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "ServiceError",
+    "TooManyRequests",
+    "Unauthenticated",
     "Unavailable",
     "UnknownModel",
 ]
@@ -47,6 +57,11 @@ class ServiceError(BatcheryError):
         self.param = param
         if code is not None:
             self.code = code  # type: ignore[misc]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers, such as Retry-After or WWW-Authenticate."""
+        return {}
 
 
 class InvalidRequest(ServiceError):
@@ -94,3 +109,55 @@ class Unavailable(ServiceError):
 
     status_code = 503
     code = "service_unavailable"
+
+
+class LimitExceeded(InvalidRequest):
+    """An input is over a configured limit."""
+
+    code = "limit_exceeded"
+
+
+class Unauthenticated(ServiceError):
+    """A valid API key is required: send `Authorization: Bearer <key>`."""
+
+    status_code = 401
+    code = "invalid_api_key"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"www-authenticate": "Bearer"}
+
+
+class PermissionDenied(ServiceError):
+    """This API key does not have the scope this request needs."""
+
+    status_code = 403
+    code = "insufficient_scope"
+
+
+class TooManyRequests(ServiceError):
+    """Too many requests; try again later."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int = 1,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
+
+
+class InvalidWebhookUrl(InvalidRequest):
+    """The webhook URL may not be called."""
+
+    code = "invalid_webhook_url"

@@ -23,6 +23,7 @@ from domain.costing import UsageColumns
 from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.models import DEFAULT_TENANT, Job, utcnow
+from domain.redaction import redact, redact_value
 from domain.status import JobStatus
 
 
@@ -272,16 +273,19 @@ def fail(
     body: dict[str, Any] | None = None,
     limiter_wait_ms: int = 0,
 ) -> bool:
-    """Store a failure; only the lease holder can."""
+    """Store a failure; only the lease holder can. The message and body are stored redacted. A cancel
+    requested meanwhile wins: the error is kept but the job ends cancelled."""
+    cancelled = session.scalar(select(Job.cancel_requested_at).where(Job.id == claim_.job_id))
+    status = JobStatus.cancelled if cancelled is not None else JobStatus.failed
     done = session.execute(
         update(Job)
         .where(_fenced(claim_))
         .values(
-            status=JobStatus.failed.value,
+            status=status.value,
             error_type=error_type,
-            error_message=message[:4000],
+            error_message=redact(message)[:4000],
             error_status=status_code,
-            result=body,
+            result=redact_value(body) if body is not None else None,
             limiter_wait_ms=Job.limiter_wait_ms + limiter_wait_ms,
             lease_owner=None,
             lease_expires_at=None,
@@ -291,12 +295,14 @@ def fail(
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def release(session: Session, claim_: Claim) -> bool:
-    """Give the job back to the queue (shutdown, or a wait too long to hold a slot for)."""
+def release(session: Session, claim_: Claim, *, undo_attempt: bool = False) -> bool:
+    """Give the job back to the backlog (shutdown, or a wait too long to hold a slot for); the dispatcher
+    sends it again. ``undo_attempt`` uncounts the attempt the lease started when no call was made."""
     done = session.execute(
         update(Job)
         .where(_fenced(claim_))
         .values(
+            attempts=Job.attempts - 1 if undo_attempt else Job.attempts,
             status=JobStatus.queued.value,
             lease_owner=None,
             lease_expires_at=None,
@@ -319,20 +325,3 @@ def end_cancelled(session: Session, claim_: Claim) -> bool:
         )
     )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def jobs_to_resend(session: Session, *, sent_before: datetime, limit: int) -> list[tuple[str, str]]:
-    """Queued jobs never sent, or sent before ``sent_before`` (their message may be lost), and running
-    jobs whose lease expired: (id, tier) pairs, oldest first. They are marked sent now."""
-    now = utcnow()
-    lost_message = and_(
-        Job.status == JobStatus.queued.value,
-        or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
-    )
-    expired = and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now)
-    query = select(Job.id, Job.tier).where(or_(lost_message, expired)).order_by(Job.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = [(row.id, row.tier) for row in session.execute(query)]
-    mark_dispatched(session, [job_id_ for job_id_, _ in rows], now)
-    return rows

@@ -18,7 +18,7 @@ from domain.status import JobKind, JobStatus
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = 8192  # hard ceiling; BATCHERY_MAX_URL_LENGTH (domain.input_limits) is the limit
 _DATA_IMAGE = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,", re.ASCII)
 
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
@@ -92,11 +92,20 @@ class ImageBody(_OpenAIBody):
     n: int | None = Field(default=None, ge=1, le=10)
 
 
+class ResponseBody(_OpenAIBody):
+    """A Responses API body: ``input`` is a string or a list of input items."""
+
+    input: str | list[dict[str, Any] | str] = Field(min_length=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    stream: Literal[False] | None = None
+
+
 BODY_MODELS: dict[JobKind, type[_OpenAIBody]] = {
     JobKind.chat: ChatBody,
     JobKind.vision: VisionBody,
     JobKind.embedding: EmbeddingBody,
     JobKind.image: ImageBody,
+    JobKind.response: ResponseBody,
 }
 
 
@@ -122,13 +131,6 @@ class JobCreate(BaseModel):
     webhook_url: Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)] | None = None
     metadata: dict[str, str] | None = None
     priority: int = Field(default=0, ge=-100, le=100)
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("webhook_url must be an http(s) URL")
-        return value
 
     @field_validator("metadata")
     @classmethod
@@ -160,6 +162,19 @@ class JobUsage(BaseModel):
     images: int = 0
 
 
+class AttemptOut(BaseModel):
+    """One upstream attempt of a job (``domain.attempts`` explains the outcomes)."""
+
+    number: int
+    outcome: Literal["succeeded", "retrying", "failed", "lost"]
+    started_at: datetime | None
+    finished_at: datetime
+    status_code: int | None
+    error_type: str | None
+    error: str | None
+    wait_before_next_seconds: float | None
+
+
 class JobOut(BaseModel):
     """A job as the API shows it."""
 
@@ -182,6 +197,9 @@ class JobOut(BaseModel):
     limiter_wait_ms: int
     metadata: dict[str, str] | None
     webhook_url: str | None
+    attempts_log: list[AttemptOut] | None = Field(
+        default=None, description="each upstream attempt, first to last; only in GET /v1/jobs/{id}"
+    )
 
 
 class JobList(BaseModel):

@@ -58,6 +58,7 @@ class JobKind(StrEnum):
     vision = "vision"
     embedding = "embedding"
     image = "image"
+    response = "response"
 
     @property
     def upstream_path(self) -> str:
@@ -69,4 +70,5 @@ UPSTREAM_PATHS: dict[JobKind, str] = {
     JobKind.vision: "/chat/completions",
     JobKind.embedding: "/embeddings",
     JobKind.image: "/images/generations",
+    JobKind.response: "/responses",
 }

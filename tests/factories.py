@@ -29,11 +29,16 @@ def image_request(model: str = "gpt-image-1", prompt: str = "a red square") -> d
     return {"model": model, "prompt": prompt, "size": "1024x1024", "quality": "low"}
 
 
+def response_request(model: str = "gpt-4o-mini", text: str = "Say hello") -> dict[str, Any]:
+    return {"model": model, "input": text, "max_output_tokens": 16}
+
+
 REQUESTS = {
     "chat": chat_request,
     "vision": vision_request,
     "embedding": embedding_request,
     "image": image_request,
+    "response": response_request,
 }
 
 

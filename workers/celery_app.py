@@ -9,13 +9,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from config.celery_conf import CONTROL_QUEUE, celery_config
+from config.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE, celery_config
 from config.settings import Settings
 
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("batchery", set_as_current=True)
     app.conf.update(celery_config(settings))
-    names = [*settings.tiers.queues, CONTROL_QUEUE]
+    names = [*settings.tiers.queues, CONTROL_QUEUE, WEBHOOK_QUEUE]
     app.conf.task_queues = [Queue(name, routing_key=name) for name in names]  # type: ignore[no-untyped-call]
     return app

@@ -41,3 +41,8 @@ class RedisKeys:
     def limiter_pattern(self) -> str:
         """A SCAN pattern matching every limiter key under this prefix."""
         return f"{self.prefix}:limiter:*"
+
+    def broker_epoch(self) -> str:
+        """A marker the dispatcher keeps in the broker's Redis; when it is gone, so may be the queued
+        messages (a restart without persistence, a FLUSHALL), and the dispatcher re-sends the window."""
+        return f"{self.prefix}:dispatch:epoch"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -20,19 +21,25 @@ from tenacity.wait import wait_base
 
 from config.settings import Settings
 from config.tiers import Tier
-from domain import repository
+from domain import attempts as attempt_log
+from domain import events, repository
+from domain.attempts import AttemptOutcome, AttemptRecord
 from domain.costing import Cost, actual_cost, estimate_cost, usage_columns
 from domain.db import session_scope
+from domain.models import utcnow
 from domain.repository import Claim
 from domain.status import JobKind
-from workers import upstream
+from workers import job_metrics, upstream
+from workers.db_retry import retry_unavailable
 from workers.limiter import Budget, Limiter, LimiterTimeout
 from workers.ratelimit_headers import parse_rate_limit_headers
 from workers.retry import RetryPolicy, is_retryable, next_delay, server_delay
+from workers.shutdown import ShuttingDown
 
 log = logging.getLogger(__name__)
 
 DEFAULT_429_PAUSE = 1.0
+TERMINAL_WRITES = (repository.complete, repository.fail, repository.end_cancelled)
 
 
 class LeaseLost(Exception):
@@ -46,6 +53,9 @@ class _Progress:
     limiter_wait: float = 0.0
     last_error: BaseException | None = None
     started: float = field(default_factory=time.monotonic)
+    calls: int = 0
+    call_started: datetime | None = None
+    last_attempt: AttemptRecord | None = None
 
 
 class _PolicyWait(wait_base):
@@ -84,8 +94,10 @@ class JobRunner:
         *,
         worker_id: str,
         requeue: Callable[[str, str], object] | None = None,
+        notify_webhook: Callable[[str], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_limiter_wait: float = 30.0,
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -93,17 +105,22 @@ class JobRunner:
         self.limiter = limiter
         self.worker_id = worker_id
         self.requeue = requeue
+        self.notify_webhook = notify_webhook
         self.sleep = sleep
         self.max_limiter_wait = max_limiter_wait
+        self.stopping = stopping
 
     def run(self, job_id: str) -> str:
         """Run the job if it can be claimed; returns the outcome for logs and tests."""
-        with session_scope(self.sessions) as session:
-            claim = repository.claim(
-                session, job_id, owner=self.worker_id, lease_seconds=self.settings.lease_seconds
-            )
+        claim = retry_unavailable(
+            lambda: self._claim(job_id),
+            deadline=self.settings.db_retry_seconds,
+            what="claiming a job",
+            sleep=self.sleep,
+        )
         if claim is None:
             return "skipped"
+        job_metrics.note_claim(claim)
         tier = self.settings.tiers.tiers[claim.tier]
         if claim.attempt > tier.max_attempts:
             self._write(
@@ -115,6 +132,16 @@ class JobRunner:
             return "failed"
         return self._attempt_all(claim, tier)
 
+    def _claim(self, job_id: str) -> Claim | None:
+        """Claim the job; an earlier attempt that left no log row is logged as lost (its worker died)."""
+        with session_scope(self.sessions) as session:
+            claim = repository.claim(
+                session, job_id, owner=self.worker_id, lease_seconds=self.settings.lease_seconds
+            )
+            if claim is not None and claim.attempt > 1:
+                attempt_log.record_lost_if_missing(session, job_id, claim.attempt - 1)
+            return claim
+
     def _attempt_all(self, claim: Claim, tier: Tier) -> str:
         progress = _Progress()
         policy = _policy_for(tier)
@@ -124,18 +151,19 @@ class JobRunner:
             stop=stop_after_attempt(attempts_left) | self._stop_when_policy_says_so(policy, progress),
             wait=_PolicyWait(policy, progress.started),
             sleep=self.sleep,
-            before_sleep=lambda state: self._next_attempt(claim, state),
+            before_sleep=lambda state: self._next_attempt(claim, state, progress),
             reraise=True,
         )
         try:
             response = retrying(self._call_once, claim, tier, progress)
-        except LimiterTimeout:
+        except (LimiterTimeout, ShuttingDown):
             return self._give_back(claim)
         except LeaseLost:
-            return self._end_after_lost_lease(claim)
+            return self._end_after_lost_lease(claim, progress)
         except upstream.UpstreamError as error:
             return self._store_failure(claim, error, progress)
         columns = usage_columns(claim.kind, response.body.get("usage"), images=_image_count(response.body))
+        job_metrics.note_usage(columns)
         stored = self._write(
             repository.complete,
             claim,
@@ -143,6 +171,9 @@ class JobRunner:
             usage=response.body.get("usage"),
             columns=columns,
             limiter_wait_ms=int(progress.limiter_wait * 1000),
+            attempt=self._attempt(
+                claim, progress, AttemptOutcome.succeeded, status_code=response.status_code
+            ),
         )
         return "succeeded" if stored else "lease_lost"
 
@@ -156,36 +187,91 @@ class JobRunner:
 
         return stop
 
-    def _next_attempt(self, claim: Claim, state: RetryCallState) -> None:
-        """Before sleeping for a retry: count the attempt on the held lease, or stop if it is gone."""
-        with session_scope(self.sessions) as session:
-            if not repository.start_retry(session, claim, lease_seconds=self.settings.lease_seconds):
-                raise LeaseLost()
+    def _next_attempt(self, claim: Claim, state: RetryCallState, progress: _Progress) -> None:
+        """Before sleeping for a retry: log the attempt and count the next one on the held lease, or stop
+        if the lease is gone (or a cancel was requested)."""
+        error = state.outcome.exception() if state.outcome else None
+        job_metrics.note_retry(error)
+        wait = state.next_action.sleep if state.next_action is not None else None
+        failed = self._attempt(claim, progress, AttemptOutcome.failed, error=error)
+        progress.last_attempt = failed
+        retrying = replace(failed, outcome=AttemptOutcome.retrying, wait_before_next_seconds=wait)
+
+        def write() -> None:
+            with session_scope(self.sessions) as session:
+                if not repository.start_retry(session, claim, lease_seconds=self.settings.lease_seconds):
+                    raise LeaseLost()
+                attempt_log.record(session, claim.job_id, retrying)
+
+        retry_unavailable(write, deadline=self.settings.db_retry_seconds, what="starting a retry")
+        progress.last_attempt = None
+
+    def _attempt(
+        self,
+        claim: Claim,
+        progress: _Progress,
+        outcome: AttemptOutcome,
+        *,
+        status_code: int | None = None,
+        error: BaseException | None = None,
+    ) -> AttemptRecord:
+        """The log row of the attempt just made."""
+        error_type: str | None = None
+        message: str | None = None
+        if isinstance(error, upstream.UpstreamError):
+            status_code, error_type, message = error.status_code, error.error_type, error.message
+        elif error is not None:
+            error_type, message = type(error).__name__, str(error)
+        return AttemptRecord(
+            number=claim.attempt + progress.calls - 1,
+            outcome=outcome,
+            started_at=progress.call_started,
+            finished_at=utcnow(),
+            status_code=status_code,
+            error_type=error_type,
+            error=message,
+        )
 
     def _call_once(self, claim: Claim, tier: Tier, progress: _Progress) -> upstream.UpstreamResponse:
+        if self.stopping is not None and self.stopping():
+            raise ShuttingDown()
         provider = self.settings.providers[tier.provider]
         budget, cost = self._budget(claim, tier)
         if budget is not None and self.limiter is not None:
-            progress.limiter_wait += self.limiter.wait_and_acquire(
+            waited = self.limiter.wait_and_acquire(
                 budget, cost, max_wait=self.max_limiter_wait, sleep=self.sleep
             )
+            progress.limiter_wait += waited
+            job_metrics.note_limiter_wait(waited)
         path = _upstream_path(claim.kind)
+        progress.calls += 1
+        progress.call_started = utcnow()
+        sent = time.monotonic()
         try:
             response = upstream.call(self.client, provider, path, claim.request, timeout=tier.timeout_seconds)
         except upstream.UpstreamError as error:
-            self._after_failure(budget, cost, error)
+            job_metrics.note_upstream(time.monotonic() - sent, error)
+            self._after_failure(tier, budget, cost, error)
             raise
+        job_metrics.note_upstream(time.monotonic() - sent)
         if budget is not None and self.limiter is not None:
-            used = actual_cost(claim.kind, response.body.get("usage"), images=_image_count(response.body))
-            self.limiter.settle(budget, cost, used)
+            if tier.token_accounting == "usage":
+                usage = response.body.get("usage")
+                used = actual_cost(claim.kind, usage, images=_image_count(response.body))
+                self.limiter.settle(budget, cost, used)
             self.limiter.observe(budget, parse_rate_limit_headers(response.headers))
         return response
 
-    def _after_failure(self, budget: Budget | None, cost: Cost, error: upstream.UpstreamError) -> None:
+    def _after_failure(
+        self, tier: Tier, budget: Budget | None, cost: Cost, error: upstream.UpstreamError
+    ) -> None:
         if budget is None or self.limiter is None:
             return
-        self.limiter.settle(budget, cost, Cost(requests=1, tokens=0, images=0))
-        if isinstance(error, upstream.UpstreamHTTPError) and error.status_code == 429:
+        rejected = isinstance(error, upstream.UpstreamHTTPError) and error.status_code == 429
+        if rejected or tier.token_accounting == "usage":
+            self.limiter.settle(budget, cost, Cost(requests=1, tokens=0, images=0))
+        if rejected:
+            assert isinstance(error, upstream.UpstreamHTTPError)
             delay = server_delay(error)
             self.limiter.pause(budget, delay if delay is not None else DEFAULT_429_PAUSE)
             self.limiter.observe(budget, parse_rate_limit_headers(error.headers))
@@ -206,23 +292,51 @@ class JobRunner:
             status_code=error.status_code,
             body=error.body,
             limiter_wait_ms=int(progress.limiter_wait * 1000),
+            attempt=self._attempt(claim, progress, AttemptOutcome.failed, error=error),
         )
         return "failed"
 
     def _give_back(self, claim: Claim) -> str:
-        """The limiter's wait is too long to hold a worker slot: put the job back on its queue."""
-        released = self._write(repository.release, claim)
+        """The limiter's wait is too long to hold a worker slot, or the worker is shutting down, and the
+        current attempt has not called the upstream: uncount it and put the job back in the backlog, for
+        the dispatcher to send again."""
+        released = self._write(repository.release, claim, undo_attempt=True)
         if released and self.requeue is not None:
             self.requeue(claim.job_id, f"tier.{claim.tier}")
         return "requeued"
 
-    def _end_after_lost_lease(self, claim: Claim) -> str:
-        ended = self._write(repository.end_cancelled, claim)
+    def _end_after_lost_lease(self, claim: Claim, progress: _Progress) -> str:
+        ended = self._write(repository.end_cancelled, claim, attempt=progress.last_attempt)
         return "cancelled" if ended else "lease_lost"
 
-    def _write(self, operation: Callable[..., bool], claim: Claim, **values: Any) -> bool:
-        with session_scope(self.sessions) as session:
-            return operation(session, claim, **values)
+    def _write(
+        self,
+        operation: Callable[..., bool],
+        claim: Claim,
+        *,
+        attempt: AttemptRecord | None = None,
+        **values: Any,
+    ) -> bool:
+        """Run one fenced write (with the attempt's log row, when given). A terminal one also records the
+        job's webhook event in the same transaction (an outbox), and the delivery is sent once it has
+        committed. A database outage is ridden out (``workers.db_retry``), never stored as a failure."""
+
+        def write() -> tuple[bool, str | None]:
+            delivery: str | None = None
+            with session_scope(self.sessions) as session:
+                done = operation(session, claim, **values)
+                if done and attempt is not None:
+                    attempt_log.record(session, claim.job_id, attempt)
+                if done and operation in TERMINAL_WRITES:
+                    delivery = events.record_job_event(session, claim.job_id, self.settings)
+            return done, delivery
+
+        done, delivery_id = retry_unavailable(
+            write, deadline=self.settings.db_retry_seconds, what=f"storing job {claim.job_id}"
+        )
+        if delivery_id is not None and self.notify_webhook is not None:
+            self.notify_webhook(delivery_id)
+        return done
 
 
 def _upstream_path(kind: str) -> str:

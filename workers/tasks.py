@@ -9,28 +9,32 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
 from config.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from config.settings import Settings
-from domain import repository
+from domain import dispatch_repository
 from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import utcnow
+from workers.batch_tasks import BatchWorker, register_batch_tasks
+from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
+from workers.job_metrics import JobMetrics
 from workers.limiter import RedisLimiter
 from workers.runner import JobRunner
+from workers.shutdown import ShutdownGate
 from workers.upstream import make_client
+from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
-
-SWEEP_BATCH = 500
 
 
 class WorkerState:
     """Per-process resources, built on first use (after fork, never at import)."""
+
+    webhooks: WebhookWorker
+    batches: BatchWorker
 
     def __init__(self, settings: Settings, app: Celery, concurrency: int) -> None:
         self.settings = settings
@@ -38,6 +42,12 @@ class WorkerState:
         self.concurrency = concurrency
         self._lock = threading.Lock()
         self._runner: JobRunner | None = None
+        self._metrics: JobMetrics | None = None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.gate = ShutdownGate()
+        self.dispatch_tiers: list[str] | None = None
+        self._dispatcher: Dispatcher | None = None
+        self.pump = DispatchPump(self.dispatcher, interval=settings.dispatch_interval_seconds)
 
     def runner(self) -> JobRunner:
         with self._lock:
@@ -50,40 +60,82 @@ class WorkerState:
                     make_session_factory(engine),
                     client,
                     RedisLimiter(redis_client, prefix=self.settings.redis_prefix),
-                    worker_id=f"{socket.gethostname()}:{os.getpid()}",
-                    requeue=self.send,
+                    worker_id=self.worker_id,
+                    requeue=lambda _job_id, _queue: self.pump.nudge(),
+                    notify_webhook=self.send_webhook,
+                    sleep=self.gate.sleep,
+                    stopping=self.gate.is_stopping,
                 )
             return self._runner
+
+    def metrics(self) -> JobMetrics:
+        """The process's job metrics (traces runs, writes their metrics, logs each job's line)."""
+        with self._lock:
+            if self._metrics is None:
+                client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+                self._metrics = JobMetrics.from_settings(self.settings, client)
+            return self._metrics
+
+    def send_webhook(self, delivery_id: str) -> None:
+        self.webhooks.dispatcher.send(delivery_id)
 
     def send(self, job_id: str, queue: str) -> None:
         self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
 
+    def dispatcher(self) -> Dispatcher:
+        """The process's dispatcher (``workers.dispatcher``), for the tiers this worker serves."""
+        sessions = self.runner().sessions
+        with self._lock:
+            if self._dispatcher is None:
+                broker = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+                self._dispatcher = Dispatcher(
+                    self.settings, sessions, BrokerSender(self.app), broker, tiers=self.dispatch_tiers
+                )
+            return self._dispatcher
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: calls in flight may finish within the grace period; nothing new starts."""
+        self.gate.begin(self.settings.shutdown_grace_seconds, on_expired=self._grace_expired)
+        self.pump.nudge()  # jobs given back now reach another worker sooner
+
+    def _grace_expired(self) -> None:
+        """The grace period is over: give back the jobs still held, then leave."""
+        try:
+            with session_scope(self.runner().sessions) as session:
+                count = dispatch_repository.release_owned(session, self.worker_id)
+            log.warning("grace period over: %d jobs still running were given back", count)
+        finally:
+            os._exit(1)
+
 
 def register_tasks(app: Celery, settings: Settings, *, concurrency: int = 16) -> WorkerState:
     state = WorkerState(settings, app, concurrency)
+    state.webhooks = register_webhook_tasks(app, settings, lambda: state.runner().sessions)
+    state.batches = register_batch_tasks(app, settings, lambda: state.runner().sessions, state.send_webhook)
 
     @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> str:
         """Run one job by id."""
-        outcome = state.runner().run(job_id)
-        log.info("job finished", extra={"job_id": job_id, "outcome": outcome})
+        outcome = state.metrics().run(job_id, state.runner().run)
+        state.batches.job_finished(job_id, outcome)
+        state.pump.nudge()  # a place in the window is free: refill it now
         return outcome
 
     @app.task(name=SWEEP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
     def sweep() -> dict[str, Any]:
-        """Re-send queued jobs whose message may be lost and jobs whose lease expired."""
-        return sweep_once(state)
+        """One dispatcher round: re-queue expired leases, re-send lost messages, top the windows up."""
+        rounds = state.dispatcher().run_once()
+        return {r.tier: {"requeued": r.requeued, "resent": r.resent, "sent": r.dispatched} for r in rounds}
 
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or ())
+        served = [name for name, tier in settings.tiers.tiers.items() if tier.queue in queues]
+        state.dispatch_tiers = served or None
+        state.pump.start()
+
+    def on_shutting_down(**_: Any) -> None:
+        state.begin_shutdown()
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     return state
-
-
-def sweep_once(state: WorkerState, *, resend_after: float | None = None) -> dict[str, Any]:
-    settings = state.settings
-    cutoff = utcnow() - timedelta(
-        seconds=resend_after if resend_after is not None else settings.resend_after_seconds
-    )
-    with session_scope(state.runner().sessions) as session:
-        rows = repository.jobs_to_resend(session, sent_before=cutoff, limit=SWEEP_BATCH)
-    for job_id, tier in rows:
-        state.send(job_id, settings.tiers.tiers[tier].queue if tier in settings.tiers.tiers else tier)
-    return {"resent": len(rows)}

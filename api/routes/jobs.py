@@ -5,25 +5,40 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
+from sqlalchemy.orm import Session
 
+from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
-from api.presenters import job_out
-from domain import repository
+from api.job_counters import JobCountersDep
+from api.presenters import attempts_out, job_out
+from config.settings import Settings
+from config.tiers import Tier
+from domain import attempts, dispatch_repository, events, repository
 from domain.costing import estimate_cost
 from domain.errors import UnknownModel
+from domain.fair_share import window_size
+from domain.input_limits import InputLimits, check_job
 from domain.models import utcnow
+from domain.outbound_urls import check_webhook_url
 from domain.repository import NewJob
 from domain.schemas import ErrorBody, JobCreate, JobList, JobOut, validate_body
 from domain.status import JobKind, JobStatus
+from domain.tenant_quota import ensure_queue_room
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503)
 }
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=ERRORS,
+    dependencies=[require_scope("jobs:write")],
+)
 def submit_job(
     body: JobCreate,
     response: Response,
@@ -31,10 +46,15 @@ def submit_job(
     settings: SettingsDep,
     enqueuer: EnqueuerDep,
     tenant: TenantDep,
+    counters: JobCountersDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Validate, store (durable before anything is sent), then send the id to the tier's queue."""
     model = validate_body(body.kind, body.request)
+    limits = InputLimits.from_settings(settings)
+    check_job(limits, body.request, metadata=body.metadata, webhook_url=body.webhook_url)
+    if body.webhook_url is not None:
+        check_webhook_url(body.webhook_url, settings)
     tier = settings.tiers.tier_for(model)
     if tier is None:
         known = ", ".join(settings.tiers.known_models)
@@ -55,17 +75,22 @@ def submit_job(
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
     job, created = repository.create_job(session, new, request_fingerprint=fingerprint)
     if created:
+        ensure_queue_room(session, tenant, limit=settings.max_queued_jobs_per_tenant)
+    fast_path = created and _window_has_room(session, settings, tier)
+    if fast_path:
         job.dispatched_at = utcnow()
     session.commit()
-    if created and not enqueuer.send(job.id, tier.queue):
+    if fast_path and not enqueuer.send(job.id, tier.queue):
         repository.mark_dispatched(session, [job.id], None)
         session.commit()
+    if created:
+        counters.submitted([job])
     if not created:
         response.headers["idempotent-replayed"] = "true"
     return job_out(job)
 
 
-@router.get("", response_model=JobList, responses=ERRORS)
+@router.get("", response_model=JobList, responses=ERRORS, dependencies=[require_scope("jobs:read")])
 def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
@@ -95,14 +120,39 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS, dependencies=[require_scope("jobs:read")])
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
-    return job_out(repository.get_job(session, job_id, tenant_id=tenant))
+    job = job_out(repository.get_job(session, job_id, tenant_id=tenant))
+    job.attempts_log = attempts_out(attempts.list_attempts(session, job_id))
+    return job
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses=ERRORS)
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses=ERRORS,
+    dependencies=[require_scope("jobs:write")],
+)
+def cancel_job(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    tenant: TenantDep,
+    counters: JobCountersDep,
+) -> JobOut:
     """A queued job is cancelled at once; a running one ends cancelled when its current call returns."""
     job = repository.cancel_job(session, job_id, tenant_id=tenant)
+    delivery_id = events.record_job_event(session, job.id, settings)  # only once it is cancelled
     session.commit()
+    counters.cancelled(job)
+    if delivery_id is not None:
+        enqueuer.send_webhook(delivery_id)
     return job_out(job)
+
+
+def _window_has_room(session: Session, settings: Settings, tier: Tier) -> bool:
+    """The fast path: send a new job at once while its tier's queue holds fewer ids than its window;
+    otherwise it waits in the backlog for the dispatcher (``workers.dispatcher``), which is fair."""
+    window = window_size(tier.concurrency, settings.dispatch_window_factor)
+    return dispatch_repository.queued_in_window(session, tier.name) < window

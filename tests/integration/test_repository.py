@@ -65,7 +65,9 @@ def test_claim_is_exclusive_and_completion_is_fenced(sessions: sessionmaker[Sess
         late = repository.complete(session, first, result={"late": True}, usage=None, columns=columns)
     assert late is False
     with session_scope(sessions) as session:
-        assert repository.complete(session, second, result={"ok": 1}, usage={"total_tokens": 7}, columns=columns)
+        assert repository.complete(
+            session, second, result={"ok": 1}, usage={"total_tokens": 7}, columns=columns
+        )
     with session_scope(sessions) as session:
         job = repository.get_job(session, job_id)
         assert job.status == JobStatus.succeeded.value
@@ -114,17 +116,3 @@ def test_list_paginates_newest_first_with_filters(sessions: sessionmaker[Session
         rest, more = repository.list_jobs(session, kind="embedding", limit=3, after=page[-1].id)
         assert [job.id for job in rest] == ids[::-1][3:] and not more
 
-
-def test_resend_picks_unsent_and_expired(sessions: sessionmaker[Session]) -> None:
-    unsent = _create(sessions)
-    expired = _create(sessions)
-    with session_scope(sessions) as session:
-        claim = repository.claim(session, expired, owner="w", lease_seconds=60)
-        assert claim is not None
-        session.execute(update(Job).where(Job.id == expired).values(lease_expires_at=utcnow() - timedelta(1)))
-    with session_scope(sessions) as session:
-        rows = repository.jobs_to_resend(session, sent_before=utcnow() - timedelta(minutes=5), limit=10)
-    assert {job_id for job_id, _ in rows} >= {unsent, expired}
-    with session_scope(sessions) as session:
-        again = repository.jobs_to_resend(session, sent_before=utcnow() - timedelta(minutes=5), limit=10)
-    assert unsent not in {job_id for job_id, _ in again}

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.keys import create_key
 from tests.support.processes import Process, base_env, batchery, free_port, wait_http
 
 
@@ -23,9 +24,14 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: dict[str, Process] = field(default_factory=dict)
+    api_key: str = ""
+    """A key of tenant ``default`` with every scope; ``api()`` sends it."""
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30.0)
+    def api(self, key: str | None = None) -> httpx.Client:
+        """A client of the API that authenticates with ``key`` (default: the stack's own key)."""
+        token = self.api_key if key is None else key
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.api_url, timeout=30.0, headers=headers)
 
     def sim(self) -> httpx.Client:
         return httpx.Client(base_url=self.sim_url, timeout=30.0)
@@ -35,7 +41,9 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def wait_jobs(self, client: httpx.Client, ids: Sequence[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+    def wait_jobs(
+        self, client: httpx.Client, ids: Sequence[str], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         """Poll until every job is terminal; returns them in the order given."""
         deadline = time.monotonic() + timeout
         pending = list(ids)
@@ -74,6 +82,7 @@ def running_stack(
         **(extra_env or {}),
     )
     stack = Stack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}", env, tmp_path)
+    stack.api_key = create_key(database_url)
     with ExitStack() as stop:
         sim = Process("simulator", batchery("sim", "--port", str(sim_port), *sim_args), env, tmp_path)
         stop.callback(sim.stop)

@@ -95,7 +95,9 @@ def test_openai_variables_and_named_providers(monkeypatch: pytest.MonkeyPatch) -
         ("OPENAI_BASE_URL", "api.openai.com", "OPENAI_BASE_URL"),
     ],
 )
-def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str) -> None:
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as info:
         load_settings()

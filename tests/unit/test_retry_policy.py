@@ -16,7 +16,9 @@ from workers.upstream import (
 pytestmark = pytest.mark.unit
 
 
-def http(status: int, code: str = "", headers: dict[str, str] | None = None, message: str = "") -> UpstreamHTTPError:
+def http(
+    status: int, code: str = "", headers: dict[str, str] | None = None, message: str = ""
+) -> UpstreamHTTPError:
     body = {"error": {"message": message or "x", "type": code or "t", "code": code or None}}
     return UpstreamHTTPError(status, headers=headers or {}, body=body, text=message)
 
@@ -69,7 +71,9 @@ POLICY = RetryPolicy(max_attempts=5, base_seconds=1.0, cap_seconds=8.0, deadline
         (http(429, "insufficient_quota"), 1, 0, 1.0, None),
     ],
 )
-def test_next_delay(error: UpstreamError, attempt: int, elapsed: float, rand: float, expected: float | None) -> None:
+def test_next_delay(
+    error: UpstreamError, attempt: int, elapsed: float, rand: float, expected: float | None
+) -> None:
     assert next_delay(POLICY, error, attempt, elapsed, rand=lambda: rand) == expected
 
 

@@ -24,9 +24,17 @@ def test_valid_bodies_return_their_model(kind: JobKind) -> None:
     [
         (JobKind.chat, {"model": "m", "messages": []}, "request.messages"),
         (JobKind.chat, {"messages": [{"role": "user", "content": "x"}]}, "request.model"),
-        (JobKind.chat, {"model": "m", "messages": [{"role": "boss", "content": "x"}]}, "request.messages.0.role"),
+        (
+            JobKind.chat,
+            {"model": "m", "messages": [{"role": "boss", "content": "x"}]},
+            "request.messages.0.role",
+        ),
         (JobKind.chat, {"model": "m", "messages": [{"role": "user"}], "stream": True}, "request.stream"),
-        (JobKind.vision, {"model": "m", "messages": [{"role": "user", "content": "no image"}]}, "request.messages"),
+        (
+            JobKind.vision,
+            {"model": "m", "messages": [{"role": "user", "content": "no image"}]},
+            "request.messages",
+        ),
         (JobKind.vision, vision_request(url="data:text/plain;base64,AAAA"), "request.messages"),
         (JobKind.embedding, {"model": "m", "input": []}, "request.input"),
         (JobKind.image, {"model": "m", "prompt": ""}, "request.prompt"),

@@ -1,0 +1,101 @@
+"""Authentication and scopes for every ``/v1`` route.
+
+A caller sends ``Authorization: Bearer <key>`` (what the ``openai`` SDK sends for ``api_key``). A
+missing, malformed, unknown, revoked or expired key answers 401; a key without the route's scope
+answers 403; both with the usual ``{"error": {...}}`` body.
+
+Routes declare what they need with ``require_scope``::
+
+    router = APIRouter(prefix="/v1/batches", dependencies=[require_scope("batches:read")])
+
+    @router.post("", dependencies=[require_scope("batches:write")])
+    def create_batch(tenant: TenantDep) -> ...: ...
+
+and read the tenant with ``api.deps.TenantDep`` (or the whole principal with ``PrincipalDep``). Both
+authenticate; FastAPI runs the lookup once per request however many dependencies ask for it.
+
+``BATCHERY_AUTH_DISABLED=true`` makes every request the ``default`` tenant with every scope. Start-up
+then logs a loud warning, and the setting is refused in production.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config.settings import Settings
+from domain import api_keys
+from domain.api_keys import ALL_SCOPES, Principal, Scope
+from domain.db import session_scope
+from domain.errors import PermissionDenied, Unauthenticated
+from domain.models import DEFAULT_TENANT
+from domain.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+bearer = HTTPBearer(
+    auto_error=False,
+    bearerFormat="bk_<id>_<secret>",
+    description="A batchery API key (`batchery keys create`), sent as `Authorization: Bearer <key>`.",
+)
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, invalid, revoked or expired API key"},
+    403: {"model": ErrorBody, "description": "The API key lacks the scope this route needs"},
+}
+"""Add to a router's or route's ``responses`` so the OpenAPI schema declares the auth errors."""
+
+_UNAUTHENTICATED = Principal(tenant_id=DEFAULT_TENANT, scopes=ALL_SCOPES, key_id=None)
+
+
+def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """The caller, from its bearer key (or the default tenant when authentication is off)."""
+    settings: Settings = request.app.state.settings
+    if settings.auth_disabled:
+        return _UNAUTHENTICATED
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated(
+            "You didn't provide an API key. Send it in an Authorization header: "
+            "'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+    with session_scope(request.app.state.sessions) as session:
+        return api_keys.authenticate(session, credentials.credentials, now=datetime.now(UTC))
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def require_scope(scope: str | Scope) -> Any:
+    """A dependency (for ``dependencies=[...]``) that answers 403 unless the key has ``scope``."""
+    wanted = Scope(scope).value
+
+    def check_scope(principal: PrincipalDep) -> Principal:
+        if not principal.allows(wanted):
+            raise PermissionDenied(
+                f"this API key lacks the {wanted!r} scope (it has: {', '.join(sorted(principal.scopes))})",
+                param=None,
+            )
+        return principal
+
+    check_scope.__name__ = f"require_{wanted.replace(':', '_')}"
+    return Depends(check_scope)
+
+
+def warn_if_auth_disabled(settings: Settings) -> None:
+    """The loud start-up warning when authentication is off."""
+    if settings.auth_disabled:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n!! AUTHENTICATION IS DISABLED (BATCHERY_AUTH_DISABLED=true): every request is tenant %r\n"
+            "!! with every scope. Never expose this API beyond your own machine.\n%s",
+            banner,
+            DEFAULT_TENANT,
+            banner,
+        )

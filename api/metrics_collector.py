@@ -1,0 +1,64 @@
+"""The Prometheus collector behind ``/metrics``: stored counters and histograms, and gauges read now.
+
+Counters and histograms come from Redis, where every API and worker process adds to them
+(``domain.metric_store``). Gauges are read at scrape time: the broker queue depth of each tier
+(``LLEN`` of its lists) and the jobs queued and running per tier (one query on the database). Every
+family is exported even before it has a sample, so dashboards and alerts can name them from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from config.tiers import TierConfig
+from domain import metric_catalog as catalog
+from domain.live_counts import TierCounts
+from domain.metric_store import MetricStore
+from domain.status import JobStatus
+
+
+class BatcheryCollector(Collector):
+    """Collects batchery's metrics for one scrape."""
+
+    def __init__(self, store: MetricStore, tiers: TierConfig, counts: Callable[[], TierCounts]) -> None:
+        self.store = store
+        self.tiers = tiers
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.store.counters()
+        histograms = self.store.histograms()
+        for family in catalog.STORED_FAMILIES:
+            if family.kind == "counter":
+                counter = CounterMetricFamily(family.name, family.help, labels=family.labels)
+                for labels, value in sorted(counters.get(family.name, {}).items()):
+                    counter.add_metric(labels, value)
+                yield counter
+                continue
+            histogram = HistogramMetricFamily(family.name, family.help, labels=family.labels)
+            for labels, data in sorted(histograms.get(family.name, {}).items()):
+                cumulative, buckets = 0, []
+                for bound, count in zip((*map(str, family.buckets), "+Inf"), data.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((bound, float(cumulative)))
+                histogram.add_metric(labels, buckets, data.total)
+            yield histogram
+        yield from self._gauges()
+
+    def _gauges(self) -> Iterator[Metric]:
+        tiers = list(self.tiers.tiers.values())
+        depths = self.store.queue_lengths([tier.queue for tier in tiers])
+        counts = self.counts()
+        depth = GaugeMetricFamily(catalog.QUEUE_DEPTH.name, catalog.QUEUE_DEPTH.help, labels=["tier"])
+        in_flight = GaugeMetricFamily(
+            catalog.JOBS_IN_FLIGHT.name, catalog.JOBS_IN_FLIGHT.help, labels=["tier"]
+        )
+        queued = GaugeMetricFamily(catalog.JOBS_QUEUED.name, catalog.JOBS_QUEUED.help, labels=["tier"])
+        for tier in tiers:
+            depth.add_metric([tier.name], depths[tier.queue])
+            in_flight.add_metric([tier.name], counts.get_count(tier.name, JobStatus.running))
+            queued.add_metric([tier.name], counts.get_count(tier.name, JobStatus.queued))
+        yield from (depth, in_flight, queued)

@@ -1,0 +1,88 @@
+"""`/v1/batches`: OpenAI-compatible create, retrieve, list and cancel.
+
+Create stores a ``validating`` batch and sends ``batchery.ingest_batch`` to the control queue: a worker
+checks every line of the input file and fans it out into jobs. If the broker is down, the periodic
+batch tick sends it later. The Batch objects returned carry live ``request_counts`` and ``usage``
+while the batch runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
+
+from api.auth import require_scope
+from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from config.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
+from domain import batch_repository
+from domain.batch_view import batch_out, needs_live_tally
+from domain.batches import BatchCreate, BatchList, BatchOut
+from domain.input_limits import InputLimits, check_job
+from domain.models import Batch, utcnow
+from domain.outbound_urls import check_webhook_url
+from domain.schemas import ErrorBody
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 503)
+}
+
+
+def _present(session: Session, batch: Batch) -> BatchOut:
+    live = batch_repository.tally(session, batch.id) if needs_live_tally(batch) else None
+    return batch_out(batch, live)
+
+
+@router.post("", response_model=BatchOut, responses=ERRORS, dependencies=[require_scope("batches:write")])
+def create_batch(
+    body: BatchCreate, session: SessionDep, settings: SettingsDep, enqueuer: EnqueuerDep, tenant: TenantDep
+) -> BatchOut:
+    """Create a batch from an uploaded ``purpose=batch`` file; it starts ``validating``."""
+    check_job(InputLimits.from_settings(settings), {}, metadata=body.metadata, webhook_url=body.webhook_url)
+    if body.webhook_url is not None:
+        check_webhook_url(body.webhook_url, settings)
+    batch = batch_repository.create(session, body, tenant_id=tenant, now=utcnow())
+    session.commit()
+    enqueuer.send_control(INGEST_BATCH_TASK, batch.id)
+    return batch_out(batch)
+
+
+@router.get("", response_model=BatchList, responses=ERRORS, dependencies=[require_scope("batches:read")])
+def list_batches(
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[str | None, Query(max_length=64, description="the last id of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    """Newest first, with cursor pagination: pass the previous page's ``last_id`` as ``after``."""
+    rows, has_more = batch_repository.list_page(session, tenant_id=tenant, after=after, limit=limit)
+    data = [_present(session, batch) for batch in rows]
+    return BatchList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+READ = [require_scope("batches:read")]
+WRITE = [require_scope("batches:write")]
+
+
+@router.get("/{batch_id}", response_model=BatchOut, responses=ERRORS, dependencies=READ)
+def get_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> BatchOut:
+    return _present(session, batch_repository.get(session, batch_id, tenant_id=tenant))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchOut, responses=ERRORS, dependencies=WRITE)
+def cancel_batch(batch_id: str, session: SessionDep, enqueuer: EnqueuerDep, tenant: TenantDep) -> BatchOut:
+    """Queued jobs are cancelled at once and running ones when their call returns; the batch then ends
+    ``cancelled`` with the results finished so far in its output file."""
+    batch = batch_repository.get(session, batch_id, tenant_id=tenant)
+    batch = batch_repository.cancel(session, batch, now=utcnow())
+    session.commit()
+    enqueuer.send_control(FINALIZE_BATCH_TASK, batch.id)
+    return _present(session, batch)

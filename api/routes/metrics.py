@@ -1,0 +1,28 @@
+"""``/metrics``: Prometheus metrics for the whole deployment, whichever API process answers."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from api.deps import SessionDep, SettingsDep
+from api.metrics_collector import BatcheryCollector
+from domain.errors import Unavailable
+from domain.live_counts import tier_counts
+from domain.metric_store import MetricStore
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", response_class=Response, responses={503: {"description": "Redis is unavailable"}})
+def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Counters and histograms shared by every process (kept in Redis), and gauges read now."""
+    store = MetricStore(request.app.state.redis, settings.redis_prefix)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BatcheryCollector(store, settings.tiers, lambda: tier_counts(session)))
+    try:
+        body = generate_latest(registry)
+    except (redis.RedisError, OSError) as exc:
+        raise Unavailable(f"metrics are kept in Redis, which is unavailable ({type(exc).__name__})") from exc
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,117 @@
+"""Flower, started with ``batchery flower`` next to a running worker, on the same Redis broker: its HTTP
+API lists the worker, every tier queue with its length, and the tasks by name with ids as arguments."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from config.tiers import DEFAULT_TIERS_FILE, load_tiers
+from tests.factories import chat_request
+from tests.support.processes import Process, batchery, free_port, wait_for, wait_http
+from tests.support.stack import Stack, running_stack
+
+pytestmark = pytest.mark.e2e
+
+USER, PASSWORD = "ops", "flower-test-password-3141"
+PROVIDER_KEY = "sk-test-e2e-provider-key"
+TIER_QUEUES = [tier.queue for tier in load_tiers(DEFAULT_TIERS_FILE).tiers.values()]
+
+
+@dataclass
+class Fleet:
+    stack: Stack
+    flower: httpx.Client
+    broker: redis.Redis[bytes]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str) -> Iterator[Fleet]:
+    tmp: Path = tmp_path_factory.mktemp("flower")
+    credentials = {"BATCHERY_FLOWER_USER": USER, "BATCHERY_FLOWER_PASSWORD": PASSWORD}
+    broker = redis.Redis.from_url(redis_url)
+    with running_stack(
+        tmp, postgres_url, redis_url, worker_args=("--concurrency", "1"), extra_env=credentials
+    ) as stack:
+        port = free_port()
+        flower = Process("flower", batchery("flower", "--port", str(port)), stack.env, tmp)
+        stack.processes["flower"] = flower
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthcheck", flower)
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Basic {token}"}, timeout=30
+            ) as client:
+                yield Fleet(stack, client, broker)
+        finally:
+            flower.stop()
+            with stack.api() as api:  # leave nothing queued for the modules after this one
+                for job in api.get("/v1/jobs", params={"status": "queued", "limit": 100}).json()["data"]:
+                    api.post(f"/v1/jobs/{job['id']}/cancel")
+    broker.delete(*TIER_QUEUES)
+    broker.close()
+
+
+def _workers(fleet: Fleet) -> dict[str, Any]:
+    response = fleet.flower.get("/api/workers", params={"refresh": "1"})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_flower_needs_the_credentials(fleet: Fleet) -> None:
+    response = httpx.get(fleet.flower.base_url.join("/api/workers"), timeout=10)
+
+    assert response.status_code == 401
+
+
+def test_flower_lists_the_worker_and_the_queues_it_serves(fleet: Fleet) -> None:
+    wait_for(lambda: any(name.startswith("worker0@") for name in _workers(fleet)), timeout=30, what="worker")
+    workers = _workers(fleet)
+    [name] = [name for name in workers if name.startswith("worker0@")]
+    served = {queue["name"] for queue in workers[name]["active_queues"]}
+
+    assert set(TIER_QUEUES) <= served
+    assert PROVIDER_KEY not in str(workers)
+
+
+def test_flower_shows_each_tier_queue_with_its_length_and_the_tasks_with_ids_only(fleet: Fleet) -> None:
+    _workers(fleet)  # Flower learns the queues from the workers it has inspected
+    with fleet.stack.api() as api:
+        ids = [
+            api.post(
+                "/v1/jobs", json={"kind": "chat", "request": chat_request(user="sim:latency=4000")}
+            ).json()["id"]
+            for _ in range(4)
+        ]
+
+    def lengths() -> dict[str, int]:
+        response = fleet.flower.get("/api/queues/length")
+        assert response.status_code == 200, response.text
+        return {queue["name"]: queue["messages"] for queue in response.json()["active_queues"]}
+
+    # One worker thread runs one 4-second job at a time, so the others wait in the tier's Redis list.
+    wait_for(lambda: lengths().get("tier.standard", 0) >= 1, timeout=20, what="a waiting message")
+    before = fleet.broker.llen("tier.standard")
+    shown = lengths()
+    after = fleet.broker.llen("tier.standard")
+
+    assert set(TIER_QUEUES) <= set(shown)
+    assert after <= shown["tier.standard"] <= before and shown["tier.standard"] >= 1
+    assert all(shown[queue] == 0 for queue in TIER_QUEUES if queue != "tier.standard")
+
+    def our_tasks() -> list[dict[str, Any]]:
+        tasks = fleet.flower.get("/api/tasks").json().values()
+        return [task for task in tasks if any(job_id in str(task.get("args")) for job_id in ids)]
+
+    wait_for(lambda: len(our_tasks()) == len(ids), timeout=20, what="Flower to see the tasks")
+    for task in our_tasks():
+        assert task["name"] == "batchery.run_job"
+        assert task["args"] in {repr([job_id]) for job_id in ids}
+        assert task["kwargs"] in ("{}", {})

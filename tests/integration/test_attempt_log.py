@@ -1,0 +1,233 @@
+"""The runner against a scripted upstream (httpx.MockTransport) and real databases: each attempt is
+logged once, with its outcome, status, error and the wait after it; lost attempts, shutdown and
+cancellation; and ``GET /v1/jobs/{id}`` shows the log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.main import create_app
+from config.settings import Settings, load_settings
+from domain import attempts, repository
+from domain.db import make_engine, make_session_factory, session_scope
+from domain.models import Job, utcnow
+from tests.factories import new_job
+from tests.support.keys import bearer, create_key
+from tests.support.tiers_file import write_tiers
+from workers.dispatcher import Dispatcher
+from workers.runner import JobRunner
+from workers.upstream import make_client
+
+pytestmark = pytest.mark.integration
+
+OK_BODY = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
+
+
+@pytest.fixture
+def tier() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, redis_url: str, tier: str) -> Settings:
+    values = {"concurrency": 2, "max_attempts": 4, "backoff_base_seconds": 0.01, "backoff_cap_seconds": 0.05}
+    tiers = write_tiers(tmp_path / "tiers.toml", {tier: values}, {"gpt-4o-mini": tier})
+    return load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        tiers_file=tiers,
+        openai_base_url="http://upstream.test/v1",
+        openai_api_key="sk-test-attempt-log",
+    )
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def _upstream(
+    *answers: tuple[int, dict[str, Any]], on_call: Callable[[], None] | None = None
+) -> httpx.Client:
+    script = list(answers)
+
+    def handle(_request: httpx.Request) -> httpx.Response:
+        if on_call is not None:
+            on_call()
+        status, body = script.pop(0) if len(script) > 1 else script[0]
+        return httpx.Response(status, json=body)
+
+    client = make_client(max_connections=4)
+    client._transport = httpx.MockTransport(handle)
+    return client
+
+
+def _runner(
+    settings: Settings, sessions: sessionmaker[Session], client: httpx.Client, **extra: Any
+) -> JobRunner:
+    return JobRunner(settings, sessions, client, None, worker_id="w", sleep=lambda _s: None, **extra)
+
+
+def _job(sessions: sessionmaker[Session], tier: str) -> str:
+    with session_scope(sessions) as session:
+        return repository.create_job(session, new_job(tier=tier))[0].id
+
+
+def _log(sessions: sessionmaker[Session], job_id: str) -> list[tuple[int, str, int | None]]:
+    with session_scope(sessions) as session:
+        return [(row.number, row.outcome, row.status_code) for row in attempts.list_attempts(session, job_id)]
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {"error": {"message": f"upstream said {status}", "type": "server_error", "code": None}}
+
+
+def test_retries_are_logged_with_their_waits(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+    client = _upstream((503, _error(503)), (500, _error(500)), (200, OK_BODY))
+    assert _runner(settings, sessions, client).run(job_id) == "succeeded"
+    assert _log(sessions, job_id) == [(1, "retrying", 503), (2, "retrying", 500), (3, "succeeded", 200)]
+    with session_scope(sessions) as session:
+        rows = attempts.list_attempts(session, job_id)
+        job = repository.get_job(session, job_id)
+        assert job.attempts == 3 and job.status == "succeeded"
+        assert rows[0].error == "upstream said 503" and rows[0].error_type == "server_error"
+        assert rows[0].wait_before_next_seconds is not None and rows[0].wait_before_next_seconds > 0
+        assert rows[2].wait_before_next_seconds is None and rows[2].error is None
+        assert all(row.started_at is not None and row.started_at <= row.finished_at for row in rows)
+
+
+def test_a_permanent_error_is_one_failed_attempt(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+    client = _upstream((400, {"error": {"message": "bad messages", "type": "invalid_request_error"}}))
+    assert _runner(settings, sessions, client).run(job_id) == "failed"
+    assert _log(sessions, job_id) == [(1, "failed", 400)]
+    with session_scope(sessions) as session:
+        job = repository.get_job(session, job_id)
+        assert (job.status, job.error_status, job.error_message) == ("failed", 400, "bad messages")
+
+
+def test_an_attempt_whose_worker_died_is_logged_as_lost(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+    with session_scope(sessions) as session:  # a worker claims it, then dies mid-call
+        assert repository.claim(session, job_id, owner="dead", lease_seconds=60) is not None
+        session.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    Dispatcher(settings, sessions, lambda _j, _q: True, tiers=[tier]).dispatch_tier(tier)
+    assert _runner(settings, sessions, _upstream((200, OK_BODY))).run(job_id) == "succeeded"
+    assert _log(sessions, job_id) == [(1, "lost", None), (2, "succeeded", 200)]
+
+
+def test_shutdown_gives_the_job_back_uncounted(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+    calls: list[int] = []
+    client = _upstream((200, OK_BODY), on_call=lambda: calls.append(1))
+    runner = _runner(settings, sessions, client, stopping=lambda: True)
+    assert runner.run(job_id) == "requeued"
+    assert calls == [] and _log(sessions, job_id) == []
+    with session_scope(sessions) as session:
+        job = repository.get_job(session, job_id)
+        assert (job.status, job.attempts, job.dispatched_at, job.lease_owner) == ("queued", 0, None, None)
+
+
+def test_a_cancel_during_retries_ends_the_job_after_its_call(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+
+    def cancel() -> None:
+        with session_scope(sessions) as session:
+            repository.cancel_job(session, job_id)
+
+    calls: list[int] = []
+    client = _upstream((503, _error(503)), on_call=lambda: (calls.append(1), cancel()))
+    assert _runner(settings, sessions, client).run(job_id) == "cancelled"
+    assert len(calls) == 1  # never retried after the cancel
+    assert _log(sessions, job_id) == [(1, "failed", 503)]
+    with session_scope(sessions) as session:
+        assert repository.get_job(session, job_id).status == "cancelled"
+
+
+def test_a_cancel_during_a_successful_call_keeps_its_result(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    job_id = _job(sessions, tier)
+
+    def cancel() -> None:
+        with session_scope(sessions) as session:
+            repository.cancel_job(session, job_id)
+
+    client = _upstream((200, OK_BODY), on_call=cancel)
+    _runner(settings, sessions, client).run(job_id)
+    with session_scope(sessions) as session:
+        job = repository.get_job(session, job_id)
+        assert job.status == "cancelled"
+        assert job.result == OK_BODY and job.total_tokens == 6
+    assert _log(sessions, job_id) == [(1, "succeeded", 200)]
+
+
+def test_the_api_shows_the_attempt_log(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
+    tier = f"t{uuid.uuid4().hex[:10]}"
+    values = {"concurrency": 2, "max_attempts": 3, "backoff_base_seconds": 0.01}
+    tiers = write_tiers(tmp_path / "tiers.toml", {tier: values}, {"gpt-4o-mini": tier})
+    settings = load_settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        tiers_file=tiers,
+        openai_base_url="http://upstream.test/v1",
+    )
+    engine = make_engine(postgres_url)
+    sessions = make_session_factory(engine)
+    with TestClient(create_app(settings), headers=bearer(create_key(postgres_url))) as api:
+        job = api.post("/v1/jobs", json={"kind": "chat", "request": new_job().request}).json()
+        assert job["attempts_log"] is None
+        assert api.get(f"/v1/jobs/{job['id']}").json()["attempts_log"] == []
+        _runner(settings, sessions, _upstream((502, _error(502)), (200, OK_BODY))).run(job["id"])
+        shown = api.get(f"/v1/jobs/{job['id']}").json()
+    engine.dispose()
+    assert shown["status"] == "succeeded" and shown["attempts"] == 2
+    first, second = shown["attempts_log"]
+    assert (first["number"], first["outcome"], first["status_code"]) == (1, "retrying", 502)
+    assert first["error"] == "upstream said 502" and first["wait_before_next_seconds"] > 0
+    assert (second["number"], second["outcome"], second["status_code"]) == (2, "succeeded", 200)
+    assert set(first) == {
+        "number",
+        "outcome",
+        "started_at",
+        "finished_at",
+        "status_code",
+        "error_type",
+        "error",
+        "wait_before_next_seconds",
+    }

@@ -1,0 +1,166 @@
+"""Delivering to a real receiver on an allow-listed loopback address: signatures, the retry schedule,
+redirects, 410, Retry-After, timeouts and the delivery log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+
+from config.settings import Settings, load_settings
+from domain import events
+from domain import webhook_repository as repo
+from domain.db import make_engine, make_session_factory, session_scope
+from domain.models import WebhookDelivery, utcnow
+from tests.support.webhook_receiver import receiver
+from workers.safe_http import make_client
+from workers.webhooks import WebhookDeliverer
+
+pytestmark = pytest.mark.integration
+
+SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET_B = "whsec_c2Vjb25kLWtleS1mb3Itcm90YXRpb24tdGVzdHM="
+
+
+@pytest.fixture
+def settings(sqlite_url: str) -> Settings:
+    return load_settings(
+        database_url=sqlite_url,
+        webhook_secrets=[SECRET_A, SECRET_B],
+        webhook_allowed_networks=["127.0.0.1/32"],
+        webhook_retry_schedule="0,0,0",
+        webhook_timeout_seconds=0.5,
+    )
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def deliverer(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[WebhookDeliverer]:
+    with make_client(settings.webhook_timeout_seconds) as client:
+        yield WebhookDeliverer(settings, sessions, client)
+
+
+def _record(sessions: sessionmaker[Session], url: str) -> str:
+    with session_scope(sessions) as session:
+        return events.record_event(
+            session,
+            tenant_id="default",
+            event_type="job.succeeded",
+            subject_id="job_1",
+            data={"id": "job_1", "status": "succeeded"},
+            url=url,
+        )
+
+
+def _delivery(sessions: sessionmaker[Session], delivery_id: str) -> WebhookDelivery:
+    with session_scope(sessions) as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        assert delivery is not None
+        return delivery
+
+
+def _log(sessions: sessionmaker[Session], delivery_id: str) -> list[tuple[int, int | None, str | None]]:
+    with session_scope(sessions) as session:
+        attempts = repo.attempts_by_delivery(session, [delivery_id])[delivery_id]
+        return [(a.number, a.status_code, a.error) for a in attempts]
+
+
+def test_retries_keep_one_webhook_id_and_every_attempt_verifies(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    with receiver(flaky=["500", "500", "200"]) as (base, script):
+        delivery_id = _record(sessions, f"{base}/flaky")
+        outcomes = [deliverer.deliver(delivery_id) for _ in range(4)]
+    assert outcomes == ["retrying", "retrying", "succeeded", "skipped"]
+    received = script.received
+    assert len(received) == 3
+    assert len({r.headers["webhook-id"] for r in received}) == 1
+    delivery = _delivery(sessions, delivery_id)
+    assert received[0].headers["webhook-id"] == delivery.event_id
+    for request in received:
+        assert request.body == delivery.payload
+        assert request.headers["host"] == base.removeprefix("http://")
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+        for secret in (SECRET_A, SECRET_B):
+            assert Webhook(secret).verify(request.body, request.headers)["data"]["id"] == "job_1"
+    assert [(n, s) for n, s, _ in _log(sessions, delivery_id)] == [(1, 500), (2, 500), (3, 200)]
+    with session_scope(sessions) as session:
+        last = repo.attempts_by_delivery(session, [delivery_id])[delivery_id][-1]
+        assert last.response_excerpt == "x" * 1024  # the first 1 KB of a 3 KB answer
+    assert delivery.status == "succeeded" and delivery.delivered_at is not None
+
+
+def test_the_schedule_running_out_fails_the_delivery(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    with receiver(down=["500"]) as (base, script):
+        delivery_id = _record(sessions, f"{base}/down")
+        outcomes = [deliverer.deliver(delivery_id) for _ in range(4)]
+    assert outcomes == ["retrying", "retrying", "failed", "skipped"]
+    assert len(script.received) == 3
+    assert _delivery(sessions, delivery_id).status == "failed"
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    with receiver(moved=["r", "200"]) as (base, script):
+        delivery_id = _record(sessions, f"{base}/moved")
+        assert deliverer.deliver(delivery_id) == "retrying"
+        assert [r.path for r in script.received] == ["/moved"]
+        assert deliverer.deliver(delivery_id) == "succeeded"
+    (number, status, error), _ = _log(sessions, delivery_id)
+    assert (number, status) == (1, 302) and "redirect" in (error or "")
+    assert [r.path for r in script.received] == ["/moved", "/moved"]
+
+
+def test_410_gone_stops_the_retries(deliverer: WebhookDeliverer, sessions: sessionmaker[Session]) -> None:
+    with receiver(gone=["410", "200"]) as (base, script):
+        delivery_id = _record(sessions, f"{base}/gone")
+        assert deliverer.deliver(delivery_id) == "failed"
+        assert deliverer.deliver(delivery_id) == "skipped"
+    assert len(script.received) == 1
+    assert _log(sessions, delivery_id)[0][1] == 410
+
+
+def test_retry_after_is_honoured(deliverer: WebhookDeliverer, sessions: sessionmaker[Session]) -> None:
+    with receiver(busy=["ra120"]) as (base, _script):
+        delivery_id = _record(sessions, f"{base}/busy")
+        before = utcnow()
+        assert deliverer.deliver(delivery_id) == "retrying"
+        assert deliverer.deliver(delivery_id) == "skipped"  # not due for two minutes
+    next_at = _delivery(sessions, delivery_id).next_attempt_at
+    assert next_at is not None
+    assert next_at.replace(tzinfo=None) >= (before + timedelta(seconds=119)).replace(tzinfo=None)
+
+
+def test_a_receiver_slower_than_the_timeout_is_a_failed_attempt(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    with receiver(slow=["200:3"]) as (base, _script):
+        delivery_id = _record(sessions, f"{base}/slow")
+        assert deliverer.deliver(delivery_id) == "retrying"
+    [(_, status, error)] = _log(sessions, delivery_id)
+    assert status is None and "timed out" in (error or "")
+
+
+def test_the_payload_is_the_exact_stored_event(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    with receiver() as (base, script):
+        delivery_id = _record(sessions, f"{base}/ok")
+        assert deliverer.deliver(delivery_id) == "succeeded"
+    event = json.loads(script.received[0].body)
+    assert event["object"] == "event" and event["type"] == "job.succeeded"
+    assert event["id"] == script.received[0].headers["webhook-id"]
+    assert script.received[0].headers["content-type"] == "application/json"

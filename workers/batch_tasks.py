@@ -1,0 +1,147 @@
+"""The batch Celery tasks, all on the control queue; each calls ``domain.batch_lifecycle`` and sends ids.
+
+- ``batchery.ingest_batch(batch_id)``: validate the input file and fan it out into jobs, then send
+  their ids to the tier queues in bulk (``workers.batch_dispatch``).
+- ``batchery.finalize_batch(batch_id)``: write the output and error files once no job is unfinished.
+- ``batchery.batch_tick()``: from beat, every ``BATCHERY_SWEEP_INTERVAL_SECONDS``: expiry, lost
+  ingests, missed finalizations and expired files.
+
+``BatchWorker.job_finished`` is called after every ``run_job``: when the job belonged to a batch that
+has no unfinished job left, it sends the finalize task. Several last jobs finishing at once may send it
+more than once; the batch's lease lets one run through.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.celery_conf import BATCH_TICK_TASK, CONTROL_QUEUE, FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
+from config.settings import Settings
+from domain import batch_repository, repository
+from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
+from domain.db import session_scope
+from domain.models import utcnow
+from workers.batch_dispatch import push_run_jobs
+
+log = logging.getLogger(__name__)
+
+
+class BatchWorker:
+    """Per-process resources of the batch tasks, built on first use."""
+
+    def __init__(
+        self,
+        app: Celery,
+        settings: Settings,
+        sessions: Callable[[], sessionmaker[Session]],
+        send_webhook: Callable[[str], object],
+        nudge_dispatcher: Callable[[], object] | None = None,
+    ) -> None:
+        self.app = app
+        self.nudge_dispatcher = nudge_dispatcher
+        self.settings = settings
+        self._sessions = sessions
+        self._send_webhook = send_webhook
+        self._lock = threading.Lock()
+        self._redis: redis.Redis[Any] | None = None
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions()
+
+    def redis(self) -> redis.Redis[Any]:
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=30)
+            return self._redis
+
+    def send(self, task: str, batch_id: str) -> None:
+        try:
+            self.app.send_task(task, args=[batch_id], queue=CONTROL_QUEUE)
+        except (KombuOperationalError, redis.RedisError, OSError) as exc:
+            log.warning("could not send %s for %s (the tick retries): %s", task, batch_id, type(exc).__name__)
+
+    def notify(self, deliveries: list[str]) -> None:
+        for delivery_id in deliveries:
+            self._send_webhook(delivery_id)
+
+    def ingest(self, batch_id: str) -> dict[str, Any]:
+        send_now = self.nudge_dispatcher is None
+        outcome, step = run_ingest(self.sessions, batch_id, self.settings, send_now=send_now)
+        self.notify(step.deliveries)
+        if not send_now and outcome.status == "in_progress" and self.nudge_dispatcher is not None:
+            self.nudge_dispatcher()
+        unsent: list[str] = []
+        for queue, job_ids in outcome.queues.items():
+            unsent += push_run_jobs(self.redis(), queue, job_ids)
+        if unsent:
+            log.warning("%d jobs of batch %s were not sent; the sweeper sends them", len(unsent), batch_id)
+            with session_scope(self.sessions) as session:
+                repository.mark_dispatched(session, unsent, None)
+        return {"status": outcome.status, "jobs": outcome.total, "errors": len(outcome.errors)}
+
+    def finalize(self, batch_id: str) -> str | None:
+        step = run_finalize(self.sessions, batch_id, self.settings)
+        self.notify(step.deliveries)
+        return step.status
+
+    def tick(self) -> dict[str, Any]:
+        result = run_tick(self.sessions, self.settings, now=utcnow())
+        self.notify(result.deliveries)
+        for batch_id in result.to_ingest:
+            self.send(INGEST_BATCH_TASK, batch_id)
+        for batch_id in result.to_finalize:
+            self.send(FINALIZE_BATCH_TASK, batch_id)
+        return {
+            "ingest": len(result.to_ingest),
+            "finalize": len(result.to_finalize),
+            "expired": result.expired,
+            "purged_files": result.purged_files,
+        }
+
+    def job_finished(self, job_id: str, outcome: str) -> None:
+        """After a job's run: send the finalize task if that was its batch's last unfinished job."""
+        if outcome == "requeued":
+            return
+        with session_scope(self.sessions) as session:
+            batch_id = batch_repository.batch_of_job(session, job_id)
+            due = batch_id is not None and not batch_repository.has_unfinished_jobs(session, batch_id)
+        if due and batch_id is not None:
+            self.send(FINALIZE_BATCH_TASK, batch_id)
+
+
+def register_batch_tasks(
+    app: Celery,
+    settings: Settings,
+    sessions: Callable[[], sessionmaker[Session]],
+    send_webhook: Callable[[str], object],
+    nudge_dispatcher: Callable[[], object] | None = None,
+) -> BatchWorker:
+    """Register the batch tasks. With ``nudge_dispatcher`` (a dispatcher keeps the tier queues topped
+    up from the database) a batch's jobs join the backlog; without it they are all sent at once."""
+    worker = BatchWorker(app, settings, sessions, send_webhook, nudge_dispatcher)
+
+    @app.task(name=INGEST_BATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def ingest_batch(batch_id: str) -> dict[str, Any]:
+        """Validate a batch's input file and fan it out into jobs."""
+        return worker.ingest(batch_id)
+
+    @app.task(name=FINALIZE_BATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def finalize_batch(batch_id: str) -> str | None:
+        """Write a finished batch's output and error files and end it."""
+        return worker.finalize(batch_id)
+
+    @app.task(name=BATCH_TICK_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+    def batch_tick() -> dict[str, Any]:
+        """Expiry, lost ingests, missed finalizations and expired files."""
+        return worker.tick()
+
+    return worker

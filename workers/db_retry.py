@@ -1,0 +1,47 @@
+"""Riding out a database outage: a worker retries its writes instead of failing the job.
+
+``domain.db.session_scope`` turns a lost or refused connection into ``Unavailable``. A worker that
+meets it while claiming a job, or while storing an outcome, waits with capped exponential backoff and
+tries again, for up to ``deadline`` seconds. The job is never marked failed because the database was
+away: if the outage outlasts the deadline the error propagates, the job stays as the database last
+saw it, and the dispatcher re-sends it (a queued job whose message was used up) or re-queues it (a
+running job whose lease runs out).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_DELAY = 0.25
+MAX_DELAY = 5.0
+
+
+def retry_unavailable(
+    operation: Callable[[], T],
+    *,
+    deadline: float,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Run ``operation``; while it raises Unavailable, back off and retry until ``deadline`` seconds."""
+    started = clock()
+    delay = FIRST_DELAY
+    while True:
+        try:
+            return operation()
+        except Unavailable:
+            if clock() - started + delay > deadline:
+                raise
+            log.warning("database unavailable while %s; retrying in %.2fs", what, delay)
+            sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)

@@ -1,0 +1,180 @@
+"""Delivering webhooks: one attempt at a time, signed, over the SSRF guard, logged, then rescheduled.
+
+``WebhookDeliverer.deliver(delivery_id)`` claims the delivery (a lease in the database), checks the URL
+again and resolves it once, sends the stored payload to the checked address with fresh Standard
+Webhooks headers (same ``webhook-id`` on every attempt), logs the attempt and sets the next one from
+the retry schedule. A failing receiver only ever changes its delivery, never the job.
+
+What counts:
+
+- 2xx is success. Anything else is a failure, including 3xx (redirects are never followed).
+- 410 Gone stops the retries of that delivery.
+- 429 and 503 with ``Retry-After`` wait at least that long (capped) before the next attempt.
+- Timeouts, connection errors and a URL whose name now resolves to a refused address retry on
+  schedule; a URL that can never be called (bad scheme, credentials, private literal) fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from domain import webhook_repository as repo
+from domain.db import session_scope
+from domain.models import utcnow
+from domain.outbound_urls import Resolver, UnsafeUrl, check_url, system_resolver
+from domain.webhook_repository import AttemptRecord, DeliveryClaim
+from workers.ratelimit_headers import retry_delay
+from workers.safe_http import OutboundError, send_pinned
+from workers.webhook_signing import webhook_headers
+
+log = logging.getLogger(__name__)
+
+EXCERPT_BYTES = 1024
+MAX_RETRY_AFTER = 24 * 3600.0
+JITTER = 0.1
+RETRY_AFTER_STATUS = frozenset({429, 503})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt's result and whether another attempt may follow."""
+
+    record: AttemptRecord
+    succeeded: bool = False
+    may_retry: bool = True
+    retry_after: float | None = None
+
+
+def next_delay(
+    schedule: Sequence[float],
+    round_attempt: int,
+    outcome: Outcome,
+    rand: Callable[[], float] = random.random,
+) -> float | None:
+    """Seconds until the next attempt after attempt ``round_attempt`` (1-based), or None to stop.
+
+    ``schedule[k]`` is the delay before attempt ``k + 1``; a longer Retry-After wins; up to 10 % jitter
+    spreads retries of many deliveries that failed together.
+    """
+    if outcome.succeeded or not outcome.may_retry or round_attempt >= len(schedule):
+        return None
+    delay = schedule[round_attempt] * (1 + JITTER * rand())
+    if outcome.retry_after is not None:
+        delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+def outcome_of(status_code: int, headers: dict[str, str] | None, record: AttemptRecord) -> Outcome:
+    """Classify an HTTP answer."""
+    if 200 <= status_code < 300:
+        return Outcome(record, succeeded=True, may_retry=False)
+    if status_code == 410:
+        return Outcome(record, may_retry=False)
+    wait = retry_delay(headers or {}) if status_code in RETRY_AFTER_STATUS else None
+    return Outcome(record, retry_after=wait)
+
+
+def _excerpt(body: bytes) -> str:
+    return body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+
+
+class WebhookDeliverer:
+    """Delivers webhooks for one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        client: httpx.Client,
+        *,
+        resolver: Resolver = system_resolver,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.client = client
+        self.resolver = resolver
+        self.clock = clock
+        self.rand = rand
+
+    @property
+    def lease_seconds(self) -> float:
+        """Long enough for resolving, connecting, sending and reading, each within the timeout."""
+        return 4 * self.settings.webhook_timeout_seconds + 30.0
+
+    def deliver(self, delivery_id: str) -> str:
+        """Make one attempt if the delivery is due; returns what happened, for logs and tests."""
+        with session_scope(self.sessions) as session:
+            claim = repo.claim_delivery(session, delivery_id, lease_seconds=self.lease_seconds)
+        if claim is None:
+            return "skipped"
+        outcome = self.attempt(claim)
+        delay = next_delay(self.settings.webhook_retry_schedule, claim.round_attempt, outcome, self.rand)
+        next_at = utcnow() + timedelta(seconds=delay) if delay is not None else None
+        with session_scope(self.sessions) as session:
+            repo.finish_attempt(
+                session, claim, outcome.record, succeeded=outcome.succeeded, next_attempt_at=next_at
+            )
+        result = "succeeded" if outcome.succeeded else ("retrying" if next_at is not None else "failed")
+        log.info(
+            "webhook attempt %s of %s: %s (status %s, %d ms)%s",
+            claim.attempt,
+            claim.delivery_id,
+            result,
+            outcome.record.status_code,
+            outcome.record.duration_ms,
+            f": {outcome.record.error}" if outcome.record.error else "",
+            extra={"delivery_id": claim.delivery_id, "event_id": claim.event_id, "outcome": result},
+        )
+        return result
+
+    def attempt(self, claim: DeliveryClaim) -> Outcome:
+        """Check the URL again, sign, send once to the checked address, and classify the answer."""
+        started_at = utcnow()
+        started = time.monotonic()
+
+        def record(**values: object) -> AttemptRecord:
+            elapsed = int((time.monotonic() - started) * 1000)
+            return AttemptRecord(started_at=started_at, duration_ms=elapsed, **values)  # type: ignore[arg-type]
+
+        keys = self.settings.webhook_signing_keys
+        if not keys:
+            return Outcome(record(error="webhooks are not configured: set BATCHERY_WEBHOOK_SECRETS"))
+        try:
+            checked = check_url(
+                claim.url, allowed_networks=self.settings.webhook_allowed_networks, resolver=self.resolver
+            )
+        except UnsafeUrl as exc:
+            return Outcome(record(error=f"refused: {exc.message}"), may_retry=not exc.permanent)
+        body = claim.payload.encode("utf-8")
+        headers = webhook_headers(keys, claim.event_id, int(self.clock()), body)
+        try:
+            response = send_pinned(self.client, checked, "POST", headers, body, max_body_bytes=EXCERPT_BYTES)
+        except OutboundError as exc:
+            return Outcome(record(error=exc.message))
+        answered = record(
+            status_code=response.status_code,
+            response_excerpt=_excerpt(response.excerpt),
+            error=_status_note(response.status_code),
+        )
+        return outcome_of(response.status_code, dict(response.headers), answered)
+
+
+def _status_note(status_code: int) -> str | None:
+    if 300 <= status_code < 400:
+        return f"the receiver answered {status_code} (a redirect, which is never followed)"
+    if status_code == 410:
+        return "the receiver answered 410 Gone: no more attempts"
+    if not 200 <= status_code < 300:
+        return f"the receiver answered {status_code}"
+    return None
