@@ -12,7 +12,7 @@ from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
-from api.request_limits import UrlLengthMiddleware
+from api.request_limits import REFUSALS, RequestTargetMiddleware
 from api.routes import batches, files, health, jobs, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="A self-hosted job queue for OpenAI-compatible APIs.",
         lifespan=lifespan,
+        responses=REFUSALS,
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -58,5 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/files",)
     )  # uploads are limited while they stream (api.routes.files)
-    app.add_middleware(UrlLengthMiddleware, max_length=settings.max_url_length)
+    app.add_middleware(RequestTargetMiddleware, max_length=settings.max_url_length)
     return app

@@ -7,8 +7,9 @@ batch's endpoint, a ``body`` valid for its kind, and a model some tier serves. A
 
 ``ingest`` inserts the jobs of a valid file in chunks of ``INSERT_CHUNK`` rows, all in one transaction
 with the batch's move to ``in_progress``, so a batch is never half fanned out: on the first bad line
-the inserts stop, the transaction is rolled back and the batch ends ``failed``. Only job ids are kept
-in memory, for sending to the queues after the commit.
+the inserts stop, the transaction is rolled back and the batch ends ``failed``. Memory holds one
+chunk of rows and the set of ``custom_id`` values, whatever the size of the file. The jobs join the
+database backlog; the dispatcher (``workers.dispatcher``) sends them to the tier queues.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from domain import batch_repository, file_repository
 from domain.batches import Endpoint, job_kind_for
 from domain.costing import estimate_cost
 from domain.errors import InvalidRequest, NotFound, TooManyRequests
-from domain.ids import job_id
+from domain.ids import new_ids
 from domain.input_limits import InputLimits, check_request
 from domain.models import Batch, Job
 from domain.schemas import validate_body
@@ -168,24 +169,20 @@ def _body_param(text: str | None) -> str | None:
 
 @dataclass
 class IngestOutcome:
-    """What ingestion did; ``queues`` maps each queue to the ids of the jobs to send there."""
+    """What ingestion did: the batch's status afterwards, its number of requests, or its errors."""
 
     status: str
     total: int = 0
     errors: list[LineError] = field(default_factory=list)
-    queues: dict[str, list[str]] = field(default_factory=dict)
 
 
-def ingest(
-    session: Session, batch: Batch, settings: Settings, *, now: datetime, send_now: bool = True
-) -> IngestOutcome:
+def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime) -> IngestOutcome:
     """Check the batch's input file and fan it out into queued jobs, or fail the batch.
 
-    With ``send_now`` the jobs are marked sent and their ids listed in ``queues`` for the caller to
-    send after the commit; without it they join the backlog (never sent) for the dispatcher to
-    send as its windows have room. The caller commits. On ``failed`` the job inserts were rolled
-    back and the batch carries its errors; ``skipped`` means the batch left ``validating`` meanwhile
-    (cancelled) and nothing was written.
+    The jobs join the backlog (queued, never sent): the dispatcher sends their ids to the tier
+    queues as the windows have room, fairly across tenants and batches. The caller commits. On
+    ``failed`` the job inserts were rolled back and the batch carries its errors; ``skipped`` means
+    the batch left ``validating`` meanwhile (cancelled) and nothing was written.
     """
     try:
         stored = file_repository.get_file(session, batch.input_file_id, tenant_id=batch.tenant_id)
@@ -201,7 +198,7 @@ def ingest(
         default_max_tokens=settings.default_max_tokens,
     )
     outcome = IngestOutcome(status="in_progress")
-    rows: list[dict[str, Any]] = []
+    pending: list[RequestLine] = []
     models: set[str] = set()
     for number, raw in iter_lines(file_repository.iter_chunks(session, stored.id)):
         checked = checker.check(number, raw)
@@ -220,17 +217,17 @@ def ingest(
         if outcome.errors:
             continue  # the batch will fail: keep checking, stop writing
         models.add(checked.model)
-        rows.append(_job_row(batch, checked, now, outcome if send_now else None))
-        if len(rows) >= INSERT_CHUNK:
-            session.execute(insert(Job), rows)
-            rows.clear()
+        pending.append(checked)
+        if len(pending) >= INSERT_CHUNK:
+            _insert_jobs(session, batch, pending, now)
+            pending.clear()
     if outcome.total == 0 and not outcome.errors:
         outcome.errors.append(LineError("empty_file", "The batch input file is empty.", None, None))
     if outcome.errors:
         session.rollback()
         return _fail(session, batch, outcome.errors, now)
-    if rows:
-        session.execute(insert(Job), rows)
+    if pending:
+        _insert_jobs(session, batch, pending, now)
     try:
         ensure_queue_room(session, batch.tenant_id, limit=settings.max_queued_jobs_per_tenant)
     except TooManyRequests as exc:
@@ -243,13 +240,21 @@ def ingest(
     return outcome
 
 
-def _job_row(batch: Batch, line: RequestLine, now: datetime, outcome: IngestOutcome | None) -> dict[str, Any]:
-    """The job's row; with ``outcome`` (send now) its id is listed for sending and it is marked sent."""
-    new_id = job_id()
-    if outcome is not None:
-        outcome.queues.setdefault(line.queue, []).append(new_id)
+def _insert_jobs(session: Session, batch: Batch, lines: list[RequestLine], now: datetime) -> None:
+    """One INSERT of many rows on PostgreSQL; an executemany on SQLite (in-process, and its limit on
+    bound parameters is lower)."""
+    ids = new_ids("job", len(lines))
+    rows = [_job_row(batch, line, job_id, now) for line, job_id in zip(lines, ids, strict=True)]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(insert(Job).values(rows))
+    else:
+        session.execute(insert(Job), rows)
+
+
+def _job_row(batch: Batch, line: RequestLine, job_id: str, now: datetime) -> dict[str, Any]:
+    """A queued job in the backlog (``dispatched_at`` NULL): the dispatcher sends it."""
     return {
-        "id": new_id,
+        "id": job_id,
         "tenant_id": batch.tenant_id,
         "kind": line.kind.value,
         "model": line.model,
@@ -258,7 +263,6 @@ def _job_row(batch: Batch, line: RequestLine, now: datetime, outcome: IngestOutc
         "priority": BATCH_JOB_PRIORITY,
         "request": line.body,
         "estimated_tokens": line.estimated_tokens,
-        "dispatched_at": now if outcome is not None else None,
         "created_at": now,
         "updated_at": now,
         "batch_id": batch.id,

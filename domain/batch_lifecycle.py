@@ -71,10 +71,8 @@ def run_ingest(
     settings: Settings,
     *,
     now: datetime | None = None,
-    send_now: bool = True,
 ) -> tuple[IngestOutcome, StepResult]:
-    """Validate the batch's file and fan it out; with ``send_now`` the outcome lists the job ids to
-    send per queue, otherwise the jobs wait in the backlog for the dispatcher."""
+    """Validate the batch's file and fan it out into the backlog of queued jobs, or fail it."""
     now = now or utcnow()
     with session_scope(sessions) as session:
         leased = batch_repository.take_lease(
@@ -90,7 +88,7 @@ def run_ingest(
     with session_scope(sessions) as session:
         batch = session.get(Batch, batch_id)
         assert batch is not None
-        outcome = ingest(session, batch, settings, now=now, send_now=send_now)
+        outcome = ingest(session, batch, settings, now=now)
         step.status = None if outcome.status == "skipped" else outcome.status
         if outcome.status == "failed":
             delivery = record_batch_event(session, batch_id, settings)

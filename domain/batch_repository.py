@@ -59,7 +59,10 @@ class Tally:
 
 def create(session: Session, body: BatchCreate, *, tenant_id: str, now: datetime) -> Batch:
     """Insert a ``validating`` batch for an uploaded ``purpose=batch`` file of the caller's."""
-    stored = file_repository.get_file(session, body.input_file_id, tenant_id=tenant_id)
+    try:
+        stored = file_repository.get_file(session, body.input_file_id, tenant_id=tenant_id)
+    except NotFound as exc:
+        raise NotFound(exc.message, param="input_file_id") from exc
     if stored.purpose != "batch":
         raise InvalidRequest(
             f"file {stored.id} has purpose {stored.purpose!r}; a batch needs purpose 'batch'",

@@ -28,7 +28,7 @@ FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 INTERRUPTIONS = frozenset({"requeued", "lease_lost", "error"})
 UPSTREAM_OUTCOMES = frozenset({"ok", "429", "4xx", "5xx", "timeout", "connection_error", "malformed", OTHER})
 TOKEN_TYPES = frozenset({"input", "output", "cached_input", "reasoning"})
-WEBHOOK_OUTCOMES = frozenset({"delivered", "failed", "exhausted", "disabled", "blocked", OTHER})
+WEBHOOK_OUTCOMES = frozenset({"succeeded", "retrying", "failed", OTHER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ COST = Family(
 )
 WEBHOOK_DELIVERIES = Family(
     "batchery_webhook_deliveries",
-    "Webhook delivery attempts by outcome: delivered, failed, exhausted, disabled, blocked.",
+    "Webhook delivery attempts by outcome: succeeded, retrying (another attempt is scheduled), failed.",
     "counter",
     ("outcome",),
 )

@@ -219,10 +219,11 @@ def _text(value: bytes | str) -> str:
 
 
 def record_webhook_delivery(client: redis.Redis[Any], outcome: str, *, prefix: str = DEFAULT_PREFIX) -> None:
-    """Count one webhook delivery attempt: ``delivered`` (2xx), ``failed`` (will be retried),
-    ``exhausted`` (gave up after the schedule), ``disabled`` (410) or ``blocked`` (refused URL).
+    """Count one webhook delivery attempt by its outcome: ``succeeded`` (2xx), ``retrying`` (it failed
+    and another attempt is scheduled) or ``failed`` (no more attempts: the schedule is spent, 410 Gone,
+    or the URL is refused). Anything else counts as ``other``.
 
-    Anything else counts as ``other``. It never raises: a metric is not worth failing a delivery for.
+    It never raises: a metric is not worth failing a delivery for.
     """
     batch = MetricBatch()
     batch.count(WEBHOOK_DELIVERIES, (bounded(outcome, WEBHOOK_OUTCOMES),))

@@ -1,7 +1,7 @@
 """The batch Celery tasks, all on the control queue; each calls ``domain.batch_lifecycle`` and sends ids.
 
-- ``batchery.ingest_batch(batch_id)``: validate the input file and fan it out into jobs, then send
-  their ids to the tier queues in bulk (``workers.batch_dispatch``).
+- ``batchery.ingest_batch(batch_id)``: validate the input file and fan it out into jobs in the
+  database backlog, then nudge this process's dispatcher, which sends them as the windows have room.
 - ``batchery.finalize_batch(batch_id)``: write the output and error files once no job is unfinished.
 - ``batchery.batch_tick()``: from beat, every ``BATCHERY_SWEEP_INTERVAL_SECONDS``: expiry, lost
   ingests, missed finalizations and expired files.
@@ -14,28 +14,26 @@ more than once; the batch's lease lets one run through.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.celery_conf import BATCH_TICK_TASK, CONTROL_QUEUE, FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
 from config.settings import Settings
-from domain import batch_repository, repository
+from domain import batch_repository
 from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
 from domain.db import session_scope
 from domain.models import utcnow
-from workers.batch_dispatch import push_run_jobs
 
 log = logging.getLogger(__name__)
 
 
 class BatchWorker:
-    """Per-process resources of the batch tasks, built on first use."""
+    """What the batch tasks of one worker process use: sessions, the broker, webhooks, the dispatcher."""
 
     def __init__(
         self,
@@ -43,30 +41,22 @@ class BatchWorker:
         settings: Settings,
         sessions: Callable[[], sessionmaker[Session]],
         send_webhook: Callable[[str], object],
-        nudge_dispatcher: Callable[[], object] | None = None,
+        nudge_dispatcher: Callable[[], object],
     ) -> None:
         self.app = app
-        self.nudge_dispatcher = nudge_dispatcher
         self.settings = settings
         self._sessions = sessions
         self._send_webhook = send_webhook
-        self._lock = threading.Lock()
-        self._redis: redis.Redis[Any] | None = None
+        self._nudge_dispatcher = nudge_dispatcher
 
     @property
     def sessions(self) -> sessionmaker[Session]:
         return self._sessions()
 
-    def redis(self) -> redis.Redis[Any]:
-        with self._lock:
-            if self._redis is None:
-                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=30)
-            return self._redis
-
     def send(self, task: str, batch_id: str) -> None:
         try:
             self.app.send_task(task, args=[batch_id], queue=CONTROL_QUEUE)
-        except (KombuOperationalError, redis.RedisError, OSError) as exc:
+        except (KombuOperationalError, RedisError, OSError) as exc:
             log.warning("could not send %s for %s (the tick retries): %s", task, batch_id, type(exc).__name__)
 
     def notify(self, deliveries: list[str]) -> None:
@@ -74,18 +64,10 @@ class BatchWorker:
             self._send_webhook(delivery_id)
 
     def ingest(self, batch_id: str) -> dict[str, Any]:
-        send_now = self.nudge_dispatcher is None
-        outcome, step = run_ingest(self.sessions, batch_id, self.settings, send_now=send_now)
+        outcome, step = run_ingest(self.sessions, batch_id, self.settings)
         self.notify(step.deliveries)
-        if not send_now and outcome.status == "in_progress" and self.nudge_dispatcher is not None:
-            self.nudge_dispatcher()
-        unsent: list[str] = []
-        for queue, job_ids in outcome.queues.items():
-            unsent += push_run_jobs(self.redis(), queue, job_ids)
-        if unsent:
-            log.warning("%d jobs of batch %s were not sent; the sweeper sends them", len(unsent), batch_id)
-            with session_scope(self.sessions) as session:
-                repository.mark_dispatched(session, unsent, None)
+        if outcome.status == "in_progress":
+            self._nudge_dispatcher()
         return {"status": outcome.status, "jobs": outcome.total, "errors": len(outcome.errors)}
 
     def finalize(self, batch_id: str) -> str | None:
@@ -123,10 +105,9 @@ def register_batch_tasks(
     settings: Settings,
     sessions: Callable[[], sessionmaker[Session]],
     send_webhook: Callable[[str], object],
-    nudge_dispatcher: Callable[[], object] | None = None,
+    nudge_dispatcher: Callable[[], object],
 ) -> BatchWorker:
-    """Register the batch tasks. With ``nudge_dispatcher`` (a dispatcher keeps the tier queues topped
-    up from the database) a batch's jobs join the backlog; without it they are all sent at once."""
+    """Register the batch tasks; ``nudge_dispatcher`` asks this process's dispatcher for a round."""
     worker = BatchWorker(app, settings, sessions, send_webhook, nudge_dispatcher)
 
     @app.task(name=INGEST_BATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]

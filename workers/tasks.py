@@ -111,7 +111,9 @@ class WorkerState:
 def register_tasks(app: Celery, settings: Settings, *, concurrency: int = 16) -> WorkerState:
     state = WorkerState(settings, app, concurrency)
     state.webhooks = register_webhook_tasks(app, settings, lambda: state.runner().sessions)
-    state.batches = register_batch_tasks(app, settings, lambda: state.runner().sessions, state.send_webhook)
+    state.batches = register_batch_tasks(
+        app, settings, lambda: state.runner().sessions, state.send_webhook, nudge_dispatcher=state.pump.nudge
+    )
 
     @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 from sqlalchemy.orm import Session
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.examples import JOB_EXAMPLES
 from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
 from config.settings import Settings
@@ -40,7 +41,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     dependencies=[require_scope("jobs:write")],
 )
 def submit_job(
-    body: JobCreate,
+    body: Annotated[JobCreate, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -145,7 +146,7 @@ def cancel_job(
     job = repository.cancel_job(session, job_id, tenant_id=tenant)
     delivery_id = events.record_job_event(session, job.id, settings)  # only once it is cancelled
     session.commit()
-    counters.cancelled(job)
+    counters.cancelled([job])
     if delivery_id is not None:
         enqueuer.send_webhook(delivery_id)
     return job_out(job)

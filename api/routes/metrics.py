@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -11,11 +13,18 @@ from api.metrics_collector import BatcheryCollector
 from domain.errors import Unavailable
 from domain.live_counts import tier_counts
 from domain.metric_store import MetricStore
+from domain.schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", response_class=Response, responses={503: {"description": "Redis is unavailable"}})
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    503: {"model": ErrorBody, "description": "Redis, where the metrics are kept, is unavailable"},
+}
+
+
+@router.get("/metrics", response_class=Response, responses=RESPONSES)
 def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Counters and histograms shared by every process (kept in Redis), and gauges read now."""
     store = MetricStore(request.app.state.redis, settings.redis_prefix)

@@ -25,6 +25,13 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (401, 403, 422, 503)}
 
 
+def _utc(moment: datetime | None, param: str) -> datetime | None:
+    try:
+        return None if moment is None else as_utc(moment)
+    except OverflowError as exc:
+        raise InvalidRequest(f"{param} is out of range", param=param) from exc
+
+
 @router.get("", response_model=UsageReport, responses=ERRORS, dependencies=[require_scope("jobs:read")])
 def get_usage(
     session: SessionDep,
@@ -43,7 +50,8 @@ def get_usage(
 
     Cost uses the price in effect on the day each job finished (``config/prices.toml``).
     """
-    if start is not None and end is not None and as_utc(start) >= as_utc(end):
+    start, end = _utc(start, "start"), _utc(end, "end")
+    if start is not None and end is not None and start >= end:
         raise InvalidRequest("start must be before end", param="start")
     if Scope.admin.value in principal.scopes:
         tenant_id = tenant

@@ -117,8 +117,13 @@ def test_openapi_declares_bearer_auth_and_its_errors(app_client: TestClient) -> 
     schema = app_client.get("/openapi.json").json()
     schemes = schema["components"]["securitySchemes"]
     assert any(scheme.get("scheme", "").lower() == "bearer" for scheme in schemes.values())
-    operation = schema["paths"]["/v1/jobs"]["post"]
-    assert operation["security"] and {"401", "403", "429"} <= set(operation["responses"])
+    assert "429" in schema["paths"]["/v1/jobs"]["post"]["responses"]
+    for path, operations_ in schema["paths"].items():
+        for method, operation in operations_.items():
+            if path.startswith("/v1"):
+                assert operation.get("security"), f"{method} {path} declares no auth"
+                assert {"401", "403"} <= set(operation["responses"]), f"{method} {path}"
+            assert {"400", "413", "414"} <= set(operation["responses"]), f"{method} {path}"
 
 
 def test_last_used_is_written_at_most_once_a_minute(sqlite_url: str) -> None:

@@ -54,6 +54,8 @@ def test_each_limit_has_its_own_code(client: TestClient) -> None:
     image = {"kind": "vision", "request": vision_request(url="https://example.com/" + "x" * 300 + ".png")}
     assert _code(client.post("/v1/jobs", json=image), 422) == "url_too_long"
     assert _code(client.get("/v1/jobs", params={"tier": "x" * 300}), 414) == "uri_too_long"
+    repeated = client.get("/v1/jobs?kind=chat&limit=2&kind=image")
+    assert _code(repeated, 400) == "repeated_query_parameter" and repeated.json()["error"]["param"] == "kind"
 
 
 def test_full_tenant_queue_answers_429_with_retry_after(client: TestClient) -> None:

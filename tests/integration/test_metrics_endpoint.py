@@ -121,7 +121,7 @@ def test_histograms_are_cumulative_and_counters_add_up_across_writers(deployment
         batch.observe(catalog.UPSTREAM_LATENCY, labels, latency)
         batch.count(catalog.COST, labels, 0.25)
         MetricStore(deployment.redis, prefix).write(batch, now=0.0)
-    record_webhook_delivery(deployment.redis, "delivered", prefix=prefix)
+    record_webhook_delivery(deployment.redis, "succeeded", prefix=prefix)
     record_webhook_delivery(deployment.redis, "https://example.com/hook?token=x", prefix=prefix)
 
     samples = deployment.scrape()
@@ -135,7 +135,7 @@ def test_histograms_are_cumulative_and_counters_add_up_across_writers(deployment
     assert samples[(f"{name}_count", series)] == 4
     assert samples[(f"{name}_sum", series)] == pytest.approx(500.64)
     assert samples[("batchery_cost_usd_total", series)] == 1.0
-    assert samples[("batchery_webhook_deliveries_total", _labels(outcome="delivered"))] == 1
+    assert samples[("batchery_webhook_deliveries_total", _labels(outcome="succeeded"))] == 1
     assert samples[("batchery_webhook_deliveries_total", _labels(outcome="other"))] == 1
 
 

@@ -340,6 +340,7 @@ def test_a_tenant_sees_only_its_own_usage_and_an_admin_sees_every_tenant(api: Ap
         ({"group_by": "week"}, "group_by"),
         ({"start": "yesterday"}, "start"),
         ({"start": "2025-06-02", "end": "2025-06-01"}, "start"),
+        ({"end": "0001-01-01T00:00:00+14:00"}, "end"),
     ],
 )
 def test_bad_parameters_answer_422_naming_them(api: Api, params: dict[str, str], param: str) -> None:

@@ -41,6 +41,11 @@ class Stack:
         self.processes[name] = process
         return process
 
+    def start_dispatcher(self, name: str = "dispatcher") -> Process:
+        process = Process(name, batchery("dispatcher"), self.env, self.log_dir)
+        self.processes[name] = process
+        return process
+
     def wait_jobs(
         self, client: httpx.Client, ids: Sequence[str], timeout: float = 60.0
     ) -> list[dict[str, Any]]:
@@ -72,7 +77,9 @@ def running_stack(
     workers: int = 1,
     worker_args: Sequence[str] = ("--concurrency", "8"),
     extra_env: dict[str, str] | None = None,
+    dispatcher: bool = False,
 ) -> Iterator[Stack]:
+    """The stack; ``dispatcher`` adds a ``batchery dispatcher`` process (workers dispatch by themselves)."""
     sim_port, api_port = free_port(), free_port()
     env = base_env(
         DATABASE_URL=database_url,
@@ -93,11 +100,13 @@ def running_stack(
         for index in range(workers):
             worker = stack.start_worker(f"worker{index}", *worker_args)
             stop.callback(worker.stop)
+        if dispatcher:
+            stack.start_dispatcher()
         wait_http(f"{stack.sim_url}/_stats", sim)
         wait_http(f"{stack.api_url}/healthz", api)
         try:
             yield stack
         finally:
             for name, process in stack.processes.items():
-                if name.startswith("worker") and process.alive():
+                if name.startswith(("worker", "dispatcher")) and process.alive():
                     process.stop()

@@ -1,0 +1,55 @@
+"""The job counters moved where jobs are created or cancelled outside a worker's run: jobs submitted
+(by the API, a bulk submission or a batch's ingestion), and queued jobs cancelled (a running job's
+cancellation is counted by the worker that ends it).
+
+They are written to Redis like every other counter (``domain.metric_store``), so the figures add up
+across processes. A failure to write one is logged and never fails the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from domain import metric_catalog as catalog
+from domain.metric_store import MetricBatch, MetricStore
+from domain.models import Job
+from domain.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class JobCounters:
+    """Counts job events seen outside a worker's run."""
+
+    def __init__(self, client: redis.Redis[Any], settings: Settings) -> None:
+        self.store = MetricStore(client, settings.redis_prefix)
+        self.labels = catalog.MetricLabels(settings.tiers)
+
+    def _labels(self, job: Job) -> tuple[str, str, str]:
+        return self.labels.tier(job.tier), self.labels.kind(job.kind), self.labels.model(job.model)
+
+    def submitted(self, jobs: Iterable[Job]) -> None:
+        """Jobs just created (an idempotent replay is not a new job), in one round trip."""
+        batch = MetricBatch()
+        for job in jobs:
+            batch.count(catalog.JOBS_SUBMITTED, self._labels(job))
+        self._write(batch)
+
+    def cancelled(self, jobs: Iterable[Job]) -> None:
+        """Answered cancel requests; only jobs that are now cancelled are counted here."""
+        batch = MetricBatch()
+        for job in jobs:
+            if job.status == JobStatus.cancelled.value:
+                batch.count(catalog.JOBS_FINISHED, (*self._labels(job), JobStatus.cancelled.value))
+        self._write(batch)
+
+    def _write(self, batch: MetricBatch) -> None:
+        try:
+            self.store.write(batch, now=0.0)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("job counter not written: %s", type(exc).__name__)
