@@ -8,7 +8,8 @@
     batchery batch cancel BATCH_ID
     batchery batch download BATCH_ID [-o results.jsonl]
 
-``run --wait`` shows a live progress bar (done / total, failed, ETA) until the batch ends. Results are
+``run --wait`` shows a live progress bar (done / total, failed, ETA) until the batch ends; ``list``
+prints a table on a terminal and tab-separated lines otherwise. Results are
 the batch's output lines followed by its error lines: every ``custom_id`` once. The API key comes from
 ``--api-key`` or ``BATCHERY_API_KEY``.
 """
@@ -219,20 +220,31 @@ def list_batches(args: argparse.Namespace) -> int:
         params["after"] = args.after
     with _client(args) as client:
         page = _call(client, "GET", "/v1/batches", params=params)
-    table = Table("id", "status", "endpoint", "done", "failed", "total", "created")
+    header = ("id", "status", "endpoint", "completed", "failed", "total", "created")
+    rows = []
     for batch in page.get("data", []):
         counts = batch.get("request_counts") or {}
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(batch.get("created_at", 0)))
-        table.add_row(
-            batch["id"],
-            batch["status"],
-            batch["endpoint"],
-            str(counts.get("completed", 0)),
-            str(counts.get("failed", 0)),
-            str(counts.get("total", 0)),
-            created,
+        rows.append(
+            (
+                batch["id"],
+                batch["status"],
+                batch["endpoint"],
+                str(counts.get("completed", 0)),
+                str(counts.get("failed", 0)),
+                str(counts.get("total", 0)),
+                created,
+            )
         )
-    Console().print(table)
+    if sys.stdout.isatty():
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    else:  # tab-separated for scripts
+        print("\t".join(header))
+        for row in rows:
+            print("\t".join(row))
     if page.get("has_more"):
         print(f"more: --after {page.get('last_id')}")
     return 0

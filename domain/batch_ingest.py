@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -241,14 +241,10 @@ def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime)
 
 
 def _insert_jobs(session: Session, batch: Batch, lines: list[RequestLine], now: datetime) -> None:
-    """One INSERT of many rows on PostgreSQL; an executemany on SQLite (in-process, and its limit on
-    bound parameters is lower)."""
+    """One Core executemany (pipelined by psycopg): about twice as fast as the ORM's bulk insert."""
     ids = new_ids("job", len(lines))
     rows = [_job_row(batch, line, job_id, now) for line, job_id in zip(lines, ids, strict=True)]
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(insert(Job).values(rows))
-    else:
-        session.execute(insert(Job), rows)
+    session.execute(insert(cast(Table, Job.__table__)), rows)
 
 
 def _job_row(batch: Batch, line: RequestLine, job_id: str, now: datetime) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from config.logging_setup import make_formatter
 from config.settings import Settings, get_settings
 from domain.redaction import redact, remember_secrets
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _formatter = logging.Formatter()
 _lock = threading.Lock()

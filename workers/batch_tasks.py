@@ -27,6 +27,7 @@ from config.settings import Settings
 from domain import batch_repository
 from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
 from domain.db import session_scope
+from domain.errors import Unavailable
 from domain.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,13 @@ class BatchWorker:
         """After a job's run: send the finalize task if that was its batch's last unfinished job."""
         if outcome == "requeued":
             return
-        with session_scope(self.sessions) as session:
-            batch_id = batch_repository.batch_of_job(session, job_id)
-            due = batch_id is not None and not batch_repository.has_unfinished_jobs(session, batch_id)
+        try:
+            with session_scope(self.sessions) as session:
+                batch_id = batch_repository.batch_of_job(session, job_id)
+                due = batch_id is not None and not batch_repository.has_unfinished_jobs(session, batch_id)
+        except Unavailable:  # the job itself is stored; the periodic tick finds the batch later
+            log.warning("could not check the batch of job %s: the database is unavailable", job_id)
+            return
         if due and batch_id is not None:
             self.send(FINALIZE_BATCH_TASK, batch_id)
 

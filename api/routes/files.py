@@ -154,7 +154,43 @@ def _expiry(form: Form, now: datetime) -> datetime:
     return now + timedelta(seconds=seconds)
 
 
-@router.post("", response_model=FileOut, responses=ERRORS, dependencies=[require_scope("batches:write")])
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JSONL, one request a line",
+                        },
+                        "purpose": {"type": "string", "enum": sorted(UPLOAD_PURPOSES)},
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {
+                            "type": "integer",
+                            "minimum": MIN_FILE_TTL_SECONDS,
+                            "maximum": MAX_FILE_TTL_SECONDS,
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+"""The form as OpenAPI describes it (the route reads the stream itself, so FastAPI cannot infer it)."""
+
+
+@router.post(
+    "",
+    response_model=FileOut,
+    responses=ERRORS,
+    dependencies=[require_scope("batches:write")],
+    openapi_extra=UPLOAD_FORM,
+)
 async def upload_file(request: Request, tenant: TenantDep, settings: SettingsDep) -> FileOut:
     """Upload a JSONL batch input file (multipart fields ``file`` and ``purpose=batch``)."""
     now = utcnow()

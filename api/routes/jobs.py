@@ -24,7 +24,7 @@ from domain.outbound_urls import check_webhook_url
 from domain.repository import NewJob
 from domain.schemas import ErrorBody, JobCreate, JobList, JobOut, validate_body
 from domain.status import JobKind, JobStatus
-from domain.tenant_quota import ensure_queue_room
+from domain.tenant_quota import admit_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -76,7 +76,7 @@ def submit_job(
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
     job, created = repository.create_job(session, new, request_fingerprint=fingerprint)
     if created:
-        ensure_queue_room(session, tenant, limit=settings.max_queued_jobs_per_tenant)
+        admit_submission(session, tenant, limit=settings.max_queued_jobs_per_tenant)
     fast_path = created and _window_has_room(session, settings, tier)
     if fast_path:
         job.dispatched_at = utcnow()

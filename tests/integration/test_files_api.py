@@ -16,8 +16,8 @@ from api.routes import files as files_route
 from config.settings import Settings, load_settings
 from domain.db import session_scope
 from domain.models import FileChunk, StoredFile
-from tests.support import batches as support
 from tests.factories import chat_request
+from tests.support import batches as support
 from tests.support.batches import jsonl, request_line
 from tests.support.keys import bearer, create_key
 from tests.support.openai_schema import assert_conforms, page_without_nulls, without_nulls

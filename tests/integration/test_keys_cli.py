@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -117,3 +118,19 @@ def test_bad_arguments_exit_2_with_a_message(
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and message in err
+
+
+def test_dev_key_is_kept_reused_and_replaced_when_revoked(database: str, tmp_path: Any) -> None:
+    from cli.dev_key import ensure_dev_key
+
+    settings = get_settings()
+    path = tmp_path / "var" / "dev-api-key"
+    first = ensure_dev_key(settings, path)
+    assert path.read_text().strip() == first and (path.stat().st_mode & 0o777) == 0o600
+    principal = _check(database, first)
+    assert principal.tenant_id == "default" and principal.allows("admin")
+    assert ensure_dev_key(settings, path) == first
+    assert main(["keys", "revoke", api_keys.key_id_of(first) or ""]) == 0
+    second = ensure_dev_key(settings, path)
+    assert second != first and path.read_text().strip() == second
+    assert _check(database, second).tenant_id == "default"

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from cli.migrations import upgrade
 from domain.db import make_engine
@@ -70,12 +71,19 @@ def bulk_insert(
 
 
 def query(database_url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    engine = make_engine(database_url, pool_size=1)
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(sql), params)]
-    finally:
-        engine.dispose()
+    """Run one statement; a refused connection (the server is shared and may be full) is tried again."""
+    for attempt in range(20):
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(text(sql), params)]
+        except OperationalError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
+        finally:
+            engine.dispose()
+    raise AssertionError("unreachable")
 
 
 def status_counts(database_url: str, tenant: str | None = None) -> dict[str, int]:

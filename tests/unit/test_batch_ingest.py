@@ -3,6 +3,7 @@ into lines, and the checks an upload passes while it streams."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from domain.batch_ingest import LineChecker, LineError, RequestLine, iter_lines
 from domain.batches import Endpoint
 from domain.errors import InvalidRequest, LimitExceeded, PayloadTooLarge
 from domain.files import UploadScanner
+from domain.ids import _B32, _encode, new_id, new_ids
 from domain.input_limits import InputLimits
 from domain.status import JobKind
 from tests.factories import chat_request, embedding_request, image_request, response_request, vision_request
@@ -172,3 +174,13 @@ def test_the_line_limit_names_the_line_and_stops_before_reading_the_rest() -> No
     scanner.feed(b"one\ntwo\n")
     with pytest.raises(LimitExceeded, match="line 3"):
         scanner.feed(b"x" * 11)
+
+
+def test_ids_made_in_bulk_sort_in_creation_order_like_single_ids() -> None:
+    before = new_id("job")
+    bulk = new_ids("job", 1000)
+    after = new_id("job")
+    assert [before, *bulk, after] == sorted([before, *bulk, after])
+    assert len(set(bulk)) == 1000 and all(len(item) == len(before) for item in bulk)
+    value = 2**80 - 12345
+    assert base64.b32encode(value.to_bytes(10, "big")).translate(_B32).decode() == _encode(value, 16)
