@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
@@ -27,6 +28,7 @@ from config.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEE
 from config.settings import Settings
 from domain import webhook_repository
 from domain.db import session_scope
+from domain.metric_store import record_webhook_delivery
 from domain.models import utcnow
 from workers.safe_http import make_client
 from workers.webhooks import WebhookDeliverer
@@ -113,7 +115,14 @@ class WebhookWorker:
         with self._lock:
             if self._pool is None:
                 client = make_client(self.settings.webhook_timeout_seconds)
-                deliverer = WebhookDeliverer(self.settings, self._sessions(), client)
+                counters = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+                prefix = self.settings.redis_prefix
+                deliverer = WebhookDeliverer(
+                    self.settings,
+                    self._sessions(),
+                    client,
+                    on_result=lambda outcome: record_webhook_delivery(counters, outcome, prefix=prefix),
+                )
                 self._pool = DeliveryPool(deliverer.deliver, self.settings.webhook_concurrency)
             return self._pool
 

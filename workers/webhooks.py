@@ -31,6 +31,7 @@ from domain import webhook_repository as repo
 from domain.db import session_scope
 from domain.models import utcnow
 from domain.outbound_urls import Resolver, UnsafeUrl, check_url, system_resolver
+from domain.redaction import redact
 from domain.webhook_repository import AttemptRecord, DeliveryClaim
 from workers.ratelimit_headers import retry_delay
 from workers.safe_http import OutboundError, send_pinned
@@ -99,8 +100,10 @@ class WebhookDeliverer:
         resolver: Resolver = system_resolver,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        on_result: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_result = on_result
         self.sessions = sessions
         self.client = client
         self.resolver = resolver
@@ -136,6 +139,8 @@ class WebhookDeliverer:
             f": {outcome.record.error}" if outcome.record.error else "",
             extra={"delivery_id": claim.delivery_id, "event_id": claim.event_id, "outcome": result},
         )
+        if self.on_result is not None:
+            self.on_result(result)
         return result
 
     def attempt(self, claim: DeliveryClaim) -> Outcome:
@@ -145,6 +150,9 @@ class WebhookDeliverer:
 
         def record(**values: object) -> AttemptRecord:
             elapsed = int((time.monotonic() - started) * 1000)
+            for field in ("error", "response_excerpt"):
+                if isinstance(values.get(field), str):
+                    values[field] = redact(str(values[field]))
             return AttemptRecord(started_at=started_at, duration_ms=elapsed, **values)  # type: ignore[arg-type]
 
         keys = self.settings.webhook_signing_keys

@@ -164,3 +164,32 @@ def test_the_payload_is_the_exact_stored_event(
     assert event["object"] == "event" and event["type"] == "job.succeeded"
     assert event["id"] == script.received[0].headers["webhook-id"]
     assert script.received[0].headers["content-type"] == "application/json"
+
+
+def test_each_attempt_is_counted_in_the_delivery_metrics(
+    settings: Settings, sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    import redis
+
+    from domain.metric_store import record_webhook_delivery
+
+    counters = redis.Redis.from_url(redis_url)
+    prefix = f"test-{id(counters)}"
+    with make_client(5.0) as client:
+        counted = WebhookDeliverer(
+            settings,
+            sessions,
+            client,
+            on_result=lambda outcome: record_webhook_delivery(counters, outcome, prefix=prefix),
+        )
+        with receiver(flaky=["500", "200"]) as (base, _script):
+            delivery_id = _record(sessions, f"{base}/flaky")
+            assert [counted.deliver(delivery_id) for _ in range(2)] == ["retrying", "succeeded"]
+    stored = {
+        key.decode(): value.decode()
+        for name in counters.scan_iter(f"{prefix}*")
+        for key, value in counters.hgetall(name).items()
+    }
+    counters.delete(*counters.keys(f"{prefix}*"))
+    assert any("retrying" in key and value == "1" for key, value in stored.items()), stored
+    assert any("succeeded" in key and value == "1" for key, value in stored.items()), stored
