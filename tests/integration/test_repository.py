@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -108,11 +109,13 @@ def test_idempotency_key(sessions: sessionmaker[Session]) -> None:
 
 
 def test_list_paginates_newest_first_with_filters(sessions: sessionmaker[Session]) -> None:
-    ids = [_create(sessions, kind="embedding", tier="embeddings") for _ in range(5)]
-    _create(sessions)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"  # the session's database is shared with other tests
+    ids = [_create(sessions, kind="embedding", tier="embeddings", tenant_id=tenant) for _ in range(5)]
+    _create(sessions, tenant_id=tenant)
     with session_scope(sessions) as session:
-        page, more = repository.list_jobs(session, kind="embedding", limit=3)
+        page, more = repository.list_jobs(session, tenant_id=tenant, kind="embedding", limit=3)
         assert [job.id for job in page] == ids[::-1][:3] and more
-        rest, more = repository.list_jobs(session, kind="embedding", limit=3, after=page[-1].id)
+        rest, more = repository.list_jobs(
+            session, tenant_id=tenant, kind="embedding", limit=3, after=page[-1].id
+        )
         assert [job.id for job in rest] == ids[::-1][3:] and not more
-
