@@ -77,9 +77,11 @@ def is_postgres(session: Session) -> bool:
 def try_lock_tier(session: Session, tier: str) -> bool:
     """Take the tier's dispatch lock for this transaction; False when another dispatcher holds it.
 
-    PostgreSQL only (an advisory lock); SQLite serialises writers by itself, so it always answers True.
+    PostgreSQL: an advisory lock. SQLite: a write that changes nothing takes the database's write lock
+    now, so the round's reads and writes see one state (SQLite has one writer; a second dispatcher waits).
     """
     if not is_postgres(session):
+        session.execute(text("UPDATE jobs SET priority = priority WHERE 1 = 0"))
         return True
     key = f"batchery.dispatch:{tier}"
     return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": key}))

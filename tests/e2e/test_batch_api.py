@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from standardwebhooks import Webhook
 
 from tests.factories import chat_request, embedding_request, response_request, vision_request
 from tests.support.batches import jsonl, request_line
+from tests.support.keys import create_key
 from tests.support.openai_schema import assert_conforms, assert_output_line, without_nulls
 from tests.support.processes import batchery
 from tests.support.stack import Stack, running_stack
@@ -34,6 +36,8 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 class Setup:
     stack: Stack
     client: OpenAI
+    api_key: str
+    """A key of this module's own tenant, so its batches and jobs stay out of other modules' lists."""
     hooks_url: str
     hooks: Script
 
@@ -46,8 +50,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url
         receiver() as (hooks_url, hooks),
         running_stack(tmp, postgres_url, redis_url, extra_env=env) as stack,
     ):
-        client = OpenAI(base_url=stack.api_url + "/v1", api_key=stack.api_key, max_retries=0)
-        yield Setup(stack, client, hooks_url, hooks)
+        key = create_key(postgres_url, f"batches-{uuid.uuid4().hex[:8]}")
+        client = OpenAI(base_url=stack.api_url + "/v1", api_key=key, max_retries=0)
+        yield Setup(stack, client, key, hooks_url, hooks)
         client.close()
 
 
@@ -219,7 +224,7 @@ def test_cancel_yields_the_results_finished_so_far(setup: Setup) -> None:
 
 
 def _cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
-    common = ["--url", setup.stack.api_url, "--api-key", setup.stack.api_key]
+    common = ["--url", setup.stack.api_url, "--api-key", setup.api_key]
     argv = batchery("batch", *args, *common)
     return subprocess.run(argv, env=setup.stack.env, capture_output=True, text=True, timeout=90, check=False)
 

@@ -24,7 +24,16 @@ from domain.db import session_scope
 from domain.models import Batch, WebhookDelivery, utcnow
 from tests.factories import embedding_request, vision_request
 from tests.support import batches as support
-from tests.support.batches import batch_jobs, chat_answer, fail, jsonl, request_line, start, succeed
+from tests.support.batches import (
+    batch_jobs,
+    chat_answer,
+    fail,
+    jsonl,
+    request_line,
+    retire_tenant,
+    start,
+    succeed,
+)
 from tests.support.keys import bearer, create_key
 from tests.support.openai_schema import assert_conforms, assert_output_line, page_without_nulls, without_nulls
 
@@ -41,8 +50,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def tenant() -> str:
-    return f"batch-{uuid.uuid4().hex[:8]}"
+def tenant(sessions: Sessions) -> Iterator[str]:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    yield name
+    retire_tenant(sessions, name)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from api.routes import files as files_route
@@ -18,7 +19,7 @@ from domain.db import session_scope
 from domain.models import FileChunk, StoredFile
 from tests.factories import chat_request
 from tests.support import batches as support
-from tests.support.batches import jsonl, request_line
+from tests.support.batches import jsonl, request_line, retire_tenant
 from tests.support.keys import bearer, create_key
 from tests.support.openai_schema import assert_conforms, page_without_nulls, without_nulls
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 database_url = support.database_url
 sessions = support.sessions
+Sessions = sessionmaker[Session]
 
 
 @pytest.fixture
@@ -41,8 +43,10 @@ def settings(database_url: str, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def tenant() -> str:
-    return f"files-{uuid.uuid4().hex[:8]}"
+def tenant(sessions: Sessions) -> Iterator[str]:
+    name = f"files-{uuid.uuid4().hex[:8]}"
+    yield name
+    retire_tenant(sessions, name)
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import repository
 from domain.costing import usage_columns
 from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import Job
+from domain.models import Batch, Job
 from tests.factories import chat_request
 
 
@@ -82,3 +82,22 @@ def start(sessions: sessionmaker[Session], job_id: str) -> repository.Claim:
         claim = repository.claim(session, job_id, owner="test", lease_seconds=60)
     assert claim is not None
     return claim
+
+
+def retire_tenant(sessions: sessionmaker[Session], tenant: str) -> None:
+    """End every unfinished batch and job of ``tenant``, so that no worker or tick of a later test
+    sharing the database picks them up."""
+    with session_scope(sessions) as session:
+        session.execute(
+            update(Job)
+            .where(Job.tenant_id == tenant, Job.status.in_(["queued", "running"]))
+            .values(status="cancelled")
+        )
+        session.execute(
+            update(Batch)
+            .where(
+                Batch.tenant_id == tenant,
+                Batch.status.not_in(["completed", "failed", "expired", "cancelled"]),
+            )
+            .values(status="cancelled")
+        )
