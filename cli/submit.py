@@ -20,7 +20,7 @@ class CliError(BatcheryError):
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("submit", help="submit a job (request JSON from --request, --prompt or stdin)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="batchery API base URL")
-    parser.add_argument("--kind", choices=["chat", "vision", "embedding", "image"], default="chat")
+    parser.add_argument("--kind", choices=["chat", "vision", "embedding", "image", "response"], default="chat")
     parser.add_argument("--model", help="model (overrides the request's)")
     parser.add_argument("--prompt", help="chat message, embedding input or image prompt")
     parser.add_argument("--request", help="the OpenAI request body as JSON ('-' reads stdin)")
@@ -49,6 +49,8 @@ def build_request(args: argparse.Namespace, stdin_text: str | None) -> dict[str,
         body = {"input": args.prompt}
     elif args.kind == "image":
         body = {"prompt": args.prompt}
+    elif args.kind == "response":
+        body = {"input": args.prompt}
     else:
         body = {"messages": [{"role": "user", "content": args.prompt}]}
     if args.model:

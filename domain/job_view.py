@@ -46,4 +46,6 @@ def job_out(job: Job) -> JobOut:
         limiter_wait_ms=job.limiter_wait_ms,
         metadata=job.meta,
         webhook_url=job.webhook_url,
+        batch_id=job.batch_id,
+        custom_id=job.custom_id,
     )

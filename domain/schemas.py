@@ -197,6 +197,8 @@ class JobOut(BaseModel):
     limiter_wait_ms: int
     metadata: dict[str, str] | None
     webhook_url: str | None
+    batch_id: str | None = Field(default=None, description="the batch this job came from, if any")
+    custom_id: str | None = Field(default=None, description="its custom_id in the batch's input file")
     attempts_log: list[AttemptOut] | None = Field(
         default=None, description="each upstream attempt, first to last; only in GET /v1/jobs/{id}"
     )

@@ -104,6 +104,8 @@ def test_a_valid_file_fans_out_and_finalizes_into_output_and_error_files(
     running = _get(client, batch["id"])
     assert running["status"] == "in_progress" and running["in_progress_at"] is not None
     assert running["request_counts"] == {"total": 5, "completed": 0, "failed": 0}
+    shown = client.get(f"/v1/jobs/{by_custom_id['v'].id}").json()
+    assert (shown["batch_id"], shown["custom_id"]) == (batch["id"], "v")
     for custom_id in ("r0", "r1", "v"):
         succeed(sessions, by_custom_id[custom_id].id, chat_answer(custom_id))
     error_body = {"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}}

@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema_rs
 import pytest
-import yaml
 
 from simulator.process import running_simulator
+from tests.support.openai_schema import assert_conforms
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OPENAPI = ROOT.parent / "shared" / "openai-openapi" / "openapi.yaml"
 AUTH = {"authorization": "Bearer sk-test"}
 TIERS = """
 [tiers.chat.models."gpt-4o-mini"]
@@ -50,52 +48,6 @@ ipm = 6000
 """
 
 
-def _openapi_path() -> Path:
-    for candidate in (OPENAPI, Path("/work/shared/openai-openapi/openapi.yaml")):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("openai-openapi/openapi.yaml not found next to the repository")
-
-
-def _nullable_to_31(node: Any) -> Any:
-    """OpenAPI 3.0 ``nullable: true`` becomes a JSON-schema ``anyOf`` with null."""
-    if isinstance(node, list):
-        return [_nullable_to_31(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _nullable_to_31(value) for key, value in node.items() if key != "nullable"}
-    if node.get("nullable") is True:
-        return {"anyOf": [converted, {"type": "null"}]}
-    return converted
-
-
-class SchemaChecker:
-    """Validates instances against ``components.schemas`` of the OpenAPI document."""
-
-    def __init__(self, path: Path) -> None:
-        with path.open("rb") as handle:
-            document = yaml.load(handle, Loader=yaml.CSafeLoader)
-        self._components = _nullable_to_31(json.loads(json.dumps(document["components"], default=str)))
-        self._validators: dict[str, Any] = {}
-
-    def errors(self, name: str, instance: Any) -> list[str]:
-        validator = self._validators.get(name)
-        if validator is None:
-            schema = {"$ref": f"#/components/schemas/{name}", "components": self._components}
-            validator = self._validators[name] = jsonschema_rs.Draft202012Validator(schema)
-        return [
-            f"{list(error.instance_path)}: {error.message[:300]}" for error in validator.iter_errors(instance)
-        ]
-
-    def check(self, name: str, instance: Any) -> None:
-        assert self.errors(name, instance) == [], name
-
-
-@pytest.fixture(scope="session")
-def schemas() -> SchemaChecker:
-    return SchemaChecker(_openapi_path())
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tiers = tmp_path_factory.mktemp("sim") / "tiers.toml"
@@ -115,7 +67,7 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-def test_chat_completion_shapes(client: httpx.Client, schemas: SchemaChecker) -> None:
+def test_chat_completion_shapes(client: httpx.Client) -> None:
     parameters = {
         "type": "object",
         "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
@@ -151,7 +103,7 @@ def test_chat_completion_shapes(client: httpx.Client, schemas: SchemaChecker) ->
     for request in requests:
         response = client.post("/v1/chat/completions", json=request)
         assert response.status_code == 200, response.text
-        schemas.check("CreateChatCompletionResponse", response.json())
+        assert_conforms("CreateChatCompletionResponse", response.json())
         bodies.append(response.json())
     assert len(bodies[0]["choices"]) == 3
     assert bodies[0]["choices"][0]["finish_reason"] == "length"
@@ -162,31 +114,31 @@ def test_chat_completion_shapes(client: httpx.Client, schemas: SchemaChecker) ->
     assert bodies[3]["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
 
 
-def test_embeddings_images_and_responses_shapes(client: httpx.Client, schemas: SchemaChecker) -> None:
+def test_embeddings_images_and_responses_shapes(client: httpx.Client) -> None:
     embeddings = client.post(
         "/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a", "b"], "dimensions": 4}
     )
-    schemas.check("CreateEmbeddingResponse", embeddings.json())
+    assert_conforms("CreateEmbeddingResponse", embeddings.json())
     assert [len(item["embedding"]) for item in embeddings.json()["data"]] == [4, 4]
     packed = client.post(
         "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "a", "encoding_format": "base64"}
     )
     assert len(base64.b64decode(packed.json()["data"][0]["embedding"])) == 1536 * 4
     gpt_image = client.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "cat", "n": 2})
-    schemas.check("ImagesResponse", gpt_image.json())
+    assert_conforms("ImagesResponse", gpt_image.json())
     assert gpt_image.json()["usage"]["output_tokens"] == 2 * 1056
     assert base64.b64decode(gpt_image.json()["data"][0]["b64_json"]).startswith(b"\x89PNG")
     dall_e = client.post(
         "/v1/images/generations", json={"model": "dall-e-3", "prompt": "dog", "size": "1792x1024"}
     )
-    schemas.check("ImagesResponse", dall_e.json())
+    assert_conforms("ImagesResponse", dall_e.json())
     assert client.get(dall_e.json()["data"][0]["url"]).content.startswith(b"\x89PNG")
     response = client.post(
         "/v1/responses",
         json={"model": "o3", "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]},
     )
     assert response.status_code == 200, response.text
-    schemas.check("Response", response.json())
+    assert_conforms("Response", response.json())
     usage = response.json()["usage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
@@ -207,16 +159,16 @@ def test_embeddings_images_and_responses_shapes(client: httpx.Client, schemas: S
     ],
 )
 def test_errors_are_openai_shaped(
-    client: httpx.Client, schemas: SchemaChecker, path: str, body: dict[str, Any], status: int, code: str
+    client: httpx.Client, path: str, body: dict[str, Any], status: int, code: str
 ) -> None:
     response = client.post(path, json=body)
     assert response.status_code == status
-    schemas.check("ErrorResponse", response.json())
+    assert_conforms("ErrorResponse", response.json())
     assert response.json()["error"]["code"] == code
     assert response.headers["x-request-id"].startswith("req_")
 
 
-def test_tiny_limit_answers_429_with_headers(client: httpx.Client, schemas: SchemaChecker) -> None:
+def test_tiny_limit_answers_429_with_headers(client: httpx.Client) -> None:
     client.post("/_control", json={"reset_limits": True})
     request = {"model": "tiny-model", "messages": user("hi"), "max_tokens": 10}
     first = client.post("/v1/chat/completions", json=request)
@@ -228,7 +180,7 @@ def test_tiny_limit_answers_429_with_headers(client: httpx.Client, schemas: Sche
         for name in ("remaining-requests", "remaining-tokens", "reset-requests", "reset-tokens"):
             assert response.headers[f"x-ratelimit-{name}"]
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
-    schemas.check("ErrorResponse", second.json())
+    assert_conforms("ErrorResponse", second.json())
     error = second.json()["error"]
     assert (error["type"], error["code"], error["param"]) == ("requests", "rate_limit_exceeded", None)
     assert error["message"].startswith(
@@ -241,7 +193,7 @@ def test_tiny_limit_answers_429_with_headers(client: httpx.Client, schemas: Sche
     assert too_large.json()["error"]["message"].startswith("Request too large for tiny-model")
 
 
-def test_directives_and_faults(client: httpx.Client, schemas: SchemaChecker) -> None:
+def test_directives_and_faults(client: httpx.Client) -> None:
     def call(user_field: str) -> httpx.Response:
         return client.post(
             "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": user("x"), "user": user_field}
@@ -250,7 +202,7 @@ def test_directives_and_faults(client: httpx.Client, schemas: SchemaChecker) -> 
     flaky = [call("sim:status=500;times=2;latency=1").status_code for _ in range(3)]
     assert flaky == [500, 500, 200]
     throttled = call("sim:status=429;retry_after=3")
-    schemas.check("ErrorResponse", throttled.json())
+    assert_conforms("ErrorResponse", throttled.json())
     assert (throttled.headers["retry-after"], throttled.headers["retry-after-ms"]) == ("3", "3000")
     assert call("sim:quota").json()["error"]["type"] == "insufficient_quota"
     assert call("sim:hang").status_code == 200
@@ -261,7 +213,7 @@ def test_directives_and_faults(client: httpx.Client, schemas: SchemaChecker) -> 
         assert client.post("/_control", json={"error_rate": 1.0, "latency": "uniform:0:1"}).status_code == 200
         failed = call("plain-user")
         assert failed.status_code in (500, 502, 503)
-        schemas.check("ErrorResponse", failed.json())
+        assert_conforms("ErrorResponse", failed.json())
         assert failed.json()["error"]["type"] == "server_error"
     finally:
         client.post("/_control", json={"error_rate": 0.0, "latency": "fixed:0"})

@@ -54,13 +54,27 @@ OUTPUT_LINE = {
 """A batch output or error line as OpenAI's Batch guide describes it (the spec has no schema for it)."""
 
 
+def _nullable_to_31(node: Any) -> Any:
+    """OpenAPI 3.0 ``nullable: true`` becomes a JSON-schema ``anyOf`` with null."""
+    if isinstance(node, list):
+        return [_nullable_to_31(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _nullable_to_31(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") is True:
+        return {"anyOf": [converted, {"type": "null"}]}
+    return converted
+
+
 @functools.cache
 def _components() -> dict[str, Any]:
     for path in CANDIDATES:
         if path.exists():
             with path.open("rb") as handle:
                 document = yaml.load(handle, Loader=yaml.CSafeLoader)
-            components: dict[str, Any] = json.loads(json.dumps(document["components"], default=str))
+            components: dict[str, Any] = _nullable_to_31(
+                json.loads(json.dumps(document["components"], default=str))
+            )
             return components
     raise FileNotFoundError("openai-openapi/openapi.yaml not found")
 
