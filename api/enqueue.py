@@ -6,6 +6,7 @@ The API never imports the workers' code; it only knows the task's name and the q
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -38,6 +39,26 @@ class Enqueuer:
             log.warning("could not send job %s to %s: %s", job_id, queue, type(exc).__name__)
             return False
         return True
+
+    def send_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+        """Send ``(job_id, queue)`` pairs over one broker connection; returns the ids not sent (the
+        caller puts them back in the backlog for the dispatcher)."""
+        if not jobs:
+            return []
+        try:
+            with self._app.producer_or_acquire() as producer:
+                for index, (job_id, queue) in enumerate(jobs):
+                    try:
+                        self._app.send_task(
+                            RUN_JOB_TASK, args=[job_id], queue=queue, retry=False, producer=producer
+                        )
+                    except (KombuOperationalError, RedisError, OSError) as exc:
+                        log.warning("could not send %d jobs: %s", len(jobs) - index, type(exc).__name__)
+                        return [unsent for unsent, _ in jobs[index:]]
+        except (KombuOperationalError, RedisError, OSError) as exc:
+            log.warning("could not send %d jobs: %s", len(jobs), type(exc).__name__)
+            return [job_id for job_id, _ in jobs]
+        return []
 
     def send_webhook(self, delivery_id: str) -> bool:
         """Send a webhook delivery id to its own queue; False leaves it for the periodic poll."""

@@ -13,7 +13,7 @@ from api.body_limit import BodyLimitMiddleware
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
 from api.request_limits import REFUSALS, RequestTargetMiddleware
-from api.routes import batches, files, health, jobs, webhooks
+from api.routes import batches, files, health, jobs, jobs_bulk, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from config.settings import Settings, get_settings
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(jobs_bulk.router)
     app.include_router(files.router)
     app.include_router(batches.router)
     app.include_router(webhooks.router)

@@ -15,7 +15,8 @@ key at a time (a skip scan), so no statement's cost grows with the size of the b
 Predicates are written as literals, word for word as in the index definitions, so the planners of both
 PostgreSQL and SQLite can prove the partial indexes apply (a bound parameter would hide the value).
 On PostgreSQL, rows are taken with ``FOR UPDATE SKIP LOCKED`` and a round holds a transaction-scoped
-advisory lock per tier, so several dispatchers can run at once without sending a job twice.
+advisory lock per tier, so several dispatchers can run at once without sending a job twice; on SQLite
+a round starts by taking the database's write lock, so rounds take turns.
 """
 
 from __future__ import annotations

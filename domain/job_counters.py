@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -23,6 +23,17 @@ from domain.status import JobStatus
 log = logging.getLogger(__name__)
 
 
+class _Labelled(Protocol):
+    """Anything that names a job's tier, kind and model (a row, or a job just stored in bulk)."""
+
+    @property
+    def tier(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+
+
 class JobCounters:
     """Counts job events seen outside a worker's run."""
 
@@ -30,10 +41,10 @@ class JobCounters:
         self.store = MetricStore(client, settings.redis_prefix)
         self.labels = catalog.MetricLabels(settings.tiers)
 
-    def _labels(self, job: Job) -> tuple[str, str, str]:
+    def _labels(self, job: Job | _Labelled) -> tuple[str, str, str]:
         return self.labels.tier(job.tier), self.labels.kind(job.kind), self.labels.model(job.model)
 
-    def submitted(self, jobs: Iterable[Job]) -> None:
+    def submitted(self, jobs: Iterable[Job | _Labelled]) -> None:
         """Jobs just created (an idempotent replay is not a new job), in one round trip."""
         batch = MetricBatch()
         for job in jobs:

@@ -78,6 +78,9 @@ def install_log_redaction(settings: Settings | None = None) -> None:
         _installed = True
 
 
+CHATTY_LOGGERS = ("httpx", "httpcore", "celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
 def setup_process_logging(settings: Settings | None = None) -> None:
     """Redaction plus a root handler at the configured level (``BATCHERY_LOG_LEVEL``).
 
@@ -95,3 +98,6 @@ def setup_process_logging(settings: Settings | None = None) -> None:
         handler.setFormatter(make_formatter(settings.log_format))
         root.addHandler(handler)
     root.setLevel(settings.log_level)
+    if logging.getLevelName(settings.log_level) != logging.DEBUG:
+        for name in CHATTY_LOGGERS:  # a line per HTTP request or per periodic task is noise, not news
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -5,25 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
-from sqlalchemy.orm import Session
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
 from api.examples import JOB_EXAMPLES
 from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
-from config.settings import Settings
-from config.tiers import Tier
-from domain import attempts, dispatch_repository, events, repository
-from domain.costing import estimate_cost
-from domain.errors import UnknownModel
-from domain.fair_share import window_size
-from domain.input_limits import InputLimits, check_job
+from domain import attempts, events, repository
 from domain.models import utcnow
-from domain.outbound_urls import check_webhook_url
-from domain.repository import NewJob
-from domain.schemas import ErrorBody, JobCreate, JobList, JobOut, validate_body
+from domain.schemas import ErrorBody, JobCreate, JobList, JobOut
 from domain.status import JobKind, JobStatus
+from domain.submission import Submission, window_room
 from domain.tenant_quota import admit_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,33 +43,13 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Validate, store (durable before anything is sent), then send the id to the tier's queue."""
-    model = validate_body(body.kind, body.request)
-    limits = InputLimits.from_settings(settings)
-    check_job(limits, body.request, metadata=body.metadata, webhook_url=body.webhook_url)
-    if body.webhook_url is not None:
-        check_webhook_url(body.webhook_url, settings)
-    tier = settings.tiers.tier_for(model)
-    if tier is None:
-        known = ", ".join(settings.tiers.known_models)
-        raise UnknownModel(f"no tier serves model {model!r}; known models: {known}", param="request.model")
-    cost = estimate_cost(body.kind.value, body.request, default_max_tokens=settings.default_max_tokens)
-    new = NewJob(
-        kind=body.kind.value,
-        model=model,
-        tier=tier.name,
-        request=body.request,
-        estimated_tokens=cost.tokens,
-        priority=body.priority,
-        metadata=body.metadata,
-        webhook_url=body.webhook_url,
-        tenant_id=tenant,
-        idempotency_key=idempotency_key,
-    )
+    new = Submission(settings, tenant_id=tenant).prepare(body, idempotency_key=idempotency_key)
+    tier = settings.tiers.tiers[new.tier]
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
     job, created = repository.create_job(session, new, request_fingerprint=fingerprint)
     if created:
         admit_submission(session, tenant, limit=settings.max_queued_jobs_per_tenant)
-    fast_path = created and _window_has_room(session, settings, tier)
+    fast_path = created and window_room(session, settings, tier) > 0
     if fast_path:
         job.dispatched_at = utcnow()
     session.commit()
@@ -150,10 +122,3 @@ def cancel_job(
     if delivery_id is not None:
         enqueuer.send_webhook(delivery_id)
     return job_out(job)
-
-
-def _window_has_room(session: Session, settings: Settings, tier: Tier) -> bool:
-    """The fast path: send a new job at once while its tier's queue holds fewer ids than its window;
-    otherwise it waits in the backlog for the dispatcher (``workers.dispatcher``), which is fair."""
-    window = window_size(tier.concurrency, settings.dispatch_window_factor)
-    return dispatch_repository.queued_in_window(session, tier.name) < window

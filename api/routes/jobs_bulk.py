@@ -1,0 +1,91 @@
+"""``POST /v1/jobs/bulk``: up to 1,000 jobs in one request, each checked and answered on its own.
+
+Every item goes through the same checks as ``POST /v1/jobs`` (``domain.submission``). The valid ones
+are stored together in one multi-row INSERT, in one transaction, after the tenant's queue cap is
+checked for all of them at once (over it, the whole request answers 429 ``tenant_queue_full`` and
+nothing is stored). Each tier's first jobs take the free places in its window and are sent at once
+over one broker connection; the rest wait in the backlog, which the dispatcher drains fairly.
+
+The answer is 202 with one result per item, in order: ``{"index", "id", "status": "queued"}`` or
+``{"index", "id": null, "status": "rejected", "error": {"code", "message", "param", "type"}}``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlalchemy.orm import Session
+
+from api.auth import require_scope
+from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.enqueue import Enqueuer
+from api.job_counters import JobCountersDep
+from config.settings import Settings
+from domain import bulk_jobs, repository
+from domain.bulk_jobs import StoredJob
+from domain.bulk_schemas import BulkItemError, BulkItemResult, BulkJobsCreate, BulkJobsOut
+from domain.models import utcnow
+from domain.repository import NewJob
+from domain.schemas import ErrorBody
+from domain.submission import ItemError, Submission, window_room
+from domain.tenant_quota import ensure_queue_room
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 413, 414, 422, 429, 503)
+}
+
+
+@router.post(
+    "/bulk",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BulkJobsOut,
+    responses=ERRORS,
+    dependencies=[require_scope("jobs:write")],
+)
+def submit_jobs_bulk(
+    body: BulkJobsCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    tenant: TenantDep,
+    counters: JobCountersDep,
+) -> BulkJobsOut:
+    """Check every item; store the valid ones (durable before anything is sent) and answer per item."""
+    submission = Submission(settings, tenant_id=tenant)
+    prepared = [submission.prepare_item(index, raw) for index, raw in enumerate(body.jobs)]
+    valid = [item for item in prepared if isinstance(item, NewJob)]
+    stored = _store(session, settings, enqueuer, tenant, valid) if valid else []
+    if stored:
+        counters.submitted(stored)
+    return _answer(prepared, stored)
+
+
+def _store(
+    session: Session, settings: Settings, enqueuer: Enqueuer, tenant: str, jobs: list[NewJob]
+) -> list[StoredJob]:
+    ensure_queue_room(session, tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
+    tiers = settings.tiers.tiers
+    room = {name: window_room(session, settings, tiers[name]) for name in {job.tier for job in jobs}}
+    send_now = bulk_jobs.fast_path_quota(jobs, room)
+    stored = bulk_jobs.insert_jobs(session, jobs, send_now=send_now, now=utcnow())
+    session.commit()
+    unsent = enqueuer.send_many([(job.id, tiers[job.tier].queue) for job in stored if job.send_now])
+    if unsent:
+        repository.mark_dispatched(session, unsent, None)
+        session.commit()
+    return stored
+
+
+def _answer(prepared: list[NewJob | ItemError], stored: list[StoredJob]) -> BulkJobsOut:
+    jobs = iter(stored)
+    data: list[BulkItemResult] = []
+    for index, item in enumerate(prepared):
+        if isinstance(item, ItemError):
+            error = BulkItemError(code=item.code, message=item.message, param=item.param)
+            data.append(BulkItemResult(index=index, id=None, status="rejected", error=error))
+        else:
+            job = next(jobs)
+            data.append(BulkItemResult(index=index, id=job.id, status="queued", tier=job.tier))
+    accepted = len(stored)
+    return BulkJobsOut(data=data, accepted=accepted, rejected=len(prepared) - accepted)
