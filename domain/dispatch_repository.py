@@ -209,9 +209,10 @@ def resend_stale(
     return [job_id for job_id in ids if job_id in resent]
 
 
-def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -> int:
+def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -> tuple[int, list[str]]:
     """Running jobs of ``tier`` whose lease expired go back to the backlog (or end cancelled when a
-    cancel was requested). Their worker is gone or too late: its fenced writes can no longer land."""
+    cancel was requested). Their worker is gone or too late: its fenced writes can no longer land.
+    Returns how many changed, and the ids that ended cancelled (their terminal event is due)."""
     query = (
         select(Job.id, Job.cancel_requested_at)
         .where(Job.tier == tier, RUNNING, Job.lease_expires_at < now)
@@ -222,19 +223,22 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
         query = query.with_for_update(skip_locked=True)
     rows = list(session.execute(query))
     if not rows:
-        return 0
+        return 0, []
     still_expired = (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now)
     cancelled = [job_id for job_id, cancel in rows if cancel is not None]
     requeued = [job_id for job_id, cancel in rows if cancel is None]
     released = {"lease_owner": None, "lease_expires_at": None}
     done = 0
+    ended: list[str] = []
     if cancelled:
         result = session.execute(
             update(Job)
             .where(Job.id.in_(cancelled), still_expired)
             .values(status=JobStatus.cancelled.value, finished_at=now, **released)
+            .returning(Job.id)
         )
-        done += int(result.rowcount)  # type: ignore[attr-defined]
+        ended = [row[0] for row in result]
+        done += len(ended)
     if requeued:
         result = session.execute(
             update(Job)
@@ -242,7 +246,7 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
             .values(status=JobStatus.queued.value, dispatched_at=None, **released)
         )
         done += int(result.rowcount)  # type: ignore[attr-defined]
-    return done
+    return done, ended
 
 
 def release_owned(session: Session, worker_id: str) -> int:

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.celery_conf import RUN_JOB_TASK
 from config.settings import Settings
 from domain import dispatch_repository as repo
+from domain import events
 from domain.db import session_scope
 from domain.errors import Unavailable
 from domain.fair_share import Candidate, Lane, plan, rotate, window_size
@@ -130,7 +131,9 @@ class Dispatcher:
         with session_scope(self.sessions) as session:
             if not repo.try_lock_tier(session, tier):
                 return TierRound(tier, skipped=True)
-            requeued = repo.requeue_expired(session, tier, now=now, limit=RECOVERY_LIMIT)
+            requeued, cancelled = repo.requeue_expired(session, tier, now=now, limit=RECOVERY_LIMIT)
+            for job_id in cancelled:  # their events go out with the webhook sweep
+                events.record_job_event(session, job_id, self.settings)
             cutoff = now if resend_all else now - timedelta(seconds=self.settings.resend_after_seconds)
             resent = repo.resend_stale(session, tier, sent_before=cutoff, now=now, limit=RECOVERY_LIMIT)
             flight = repo.in_flight(session, tier)

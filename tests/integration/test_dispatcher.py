@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings, load_settings
 from domain import dispatch_repository, repository
 from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import Job, utcnow
+from domain.models import Job, WebhookDelivery, utcnow
 from domain.status import JobStatus
 from tests.factories import new_job
 from tests.support.tiers_file import write_tiers
@@ -126,7 +126,8 @@ def test_expired_leases_go_back_to_the_backlog_and_a_cancel_is_honoured(
     tmp_path: Path, database_url: str, redis_url: str, sessions: sessionmaker[Session], tier: str
 ) -> None:
     settings = _settings(tmp_path, database_url, redis_url, tier)
-    lost, cancelled = _jobs(sessions, tier, 2)
+    (lost,) = _jobs(sessions, tier, 1)
+    (cancelled,) = _jobs(sessions, tier, 1, webhook_url="https://hooks.example.com/batchery")
     with session_scope(sessions) as session:
         for job_id in (lost, cancelled):
             assert repository.claim(session, job_id, owner="dead-worker", lease_seconds=60) is not None
@@ -142,6 +143,11 @@ def test_expired_leases_go_back_to_the_backlog_and_a_cancel_is_honoured(
     assert sender.sent == [lost]
     assert _status(sessions, lost) == ("queued", True)
     assert _status(sessions, cancelled)[0] == JobStatus.cancelled.value
+    with session_scope(sessions) as session:  # its terminal event is recorded for the webhook sweep
+        delivery = session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.subject_id == cancelled)
+        ).one()
+        assert delivery.event_type == "job.cancelled"
     with session_scope(sessions) as session:  # the next worker claims it as its second attempt
         claim = repository.claim(session, lost, owner="w2", lease_seconds=60)
         assert claim is not None and claim.attempt == 2
