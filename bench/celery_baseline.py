@@ -41,7 +41,9 @@ def register(app: Celery, rate_limits: dict[str, str]) -> None:
         @app.task(name=f"baseline.{kind}", bind=True, max_retries=8, rate_limit=rate_limits[kind])
         def call(self: Any, body: dict[str, Any]) -> None:
             try:
-                response = client.post(upstream + PATHS[kind], json=body, headers={"authorization": "Bearer x"})
+                response = client.post(
+                    upstream + PATHS[kind], json=body, headers={"authorization": "Bearer x"}
+                )
             except httpx.HTTPError as exc:
                 counters.hincrby("baseline:counts", "transport_errors", 1)
                 raise self.retry(countdown=1, exc=exc) from exc

@@ -64,7 +64,25 @@ rpm = {LIMITS[EMBED_MODEL]["rpm"]}
 tpm = {LIMITS[EMBED_MODEL]["tpm"]}
 """
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+]
 
 
 def text(rng: random.Random, chars: int) -> str:
@@ -92,7 +110,13 @@ def workload(rng: random.Random, seconds: float) -> list[tuple[str, dict[str, An
         for _ in range(int(LIMITS[CHAT_MODEL]["rpm"] * minutes * 1.1))
     ]
     embeddings = [
-        ("embedding", {"model": EMBED_MODEL, "input": [text(rng, rng.randint(20, 400)) for _ in range(rng.randint(1, 4))]})
+        (
+            "embedding",
+            {
+                "model": EMBED_MODEL,
+                "input": [text(rng, rng.randint(20, 400)) for _ in range(rng.randint(1, 4))],
+            },
+        )
         for _ in range(int(LIMITS[EMBED_MODEL]["rpm"] * minutes * 1.1))
     ]
     jobs = chat + embeddings
@@ -197,7 +221,9 @@ def run_baseline(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=150.0, help="measurement window (default 150)")
     parser.add_argument("--only", choices=["batchery", "baseline"])
     parser.add_argument(
@@ -219,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"batchery/{mode}"] = run_batchery(jobs, args.seconds, tiers, Path(tmp), mode)
                 print(f"batchery, {mode}:", results[f"batchery/{mode}"], flush=True)
             if args.only != "batchery":
-                results[f"celery rate_limit/{mode}"] = run_baseline(jobs, args.seconds, tiers, Path(tmp), mode)
+                results[f"celery rate_limit/{mode}"] = run_baseline(
+                    jobs, args.seconds, tiers, Path(tmp), mode
+                )
                 print(f"celery rate_limit, {mode}:", results[f"celery rate_limit/{mode}"], flush=True)
     print_table(results)
     print("saved", save("ratelimit", results))
@@ -228,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(results: dict[str, Any]) -> None:
     print(f"\nmachine: {machine()}")
-    print(f"{'system / upstream quantization':<34}{'model':<26}{'RPM %':>8}{'TPM %':>8}{'429 %':>8}{'failed':>8}")
+    header = f"{'system / upstream quantization':<34}{'model':<26}"
+    print(header + f"{'RPM %':>8}{'TPM %':>8}{'429 %':>8}{'failed':>8}")
     for system, report in results.items():
         if "/" not in system:
             continue

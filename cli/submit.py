@@ -20,7 +20,9 @@ class CliError(BatcheryError):
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("submit", help="submit a job (request JSON from --request, --prompt or stdin)")
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="batchery API base URL")
-    parser.add_argument("--kind", choices=["chat", "vision", "embedding", "image", "response"], default="chat")
+    parser.add_argument(
+        "--kind", choices=["chat", "vision", "embedding", "image", "response"], default="chat"
+    )
     parser.add_argument("--model", help="model (overrides the request's)")
     parser.add_argument("--prompt", help="chat message, embedding input or image prompt")
     parser.add_argument("--request", help="the OpenAI request body as JSON ('-' reads stdin)")
