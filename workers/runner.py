@@ -119,6 +119,9 @@ class JobRunner:
             sleep=self.sleep,
         )
         if claim is None:
+            log.info(
+                "job skipped: already claimed or finished", extra={"job_id": job_id, "outcome": "skipped"}
+            )
             return "skipped"
         job_metrics.note_claim(claim)
         tier = self.settings.tiers.tiers[claim.tier]
