@@ -8,8 +8,9 @@ worker that lost its lease cannot overwrite a newer attempt.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from domain.repository import Claim
 from domain.status import JobKind
 from workers import job_metrics, upstream
 from workers.db_retry import retry_unavailable
+from workers.learned_limits import LearnedLimits
 from workers.limiter import Budget, Limiter, LimiterTimeout
 from workers.ratelimit_headers import parse_rate_limit_headers
 from workers.retry import RetryPolicy, is_retryable, next_delay, server_delay
@@ -108,16 +110,25 @@ class JobRunner:
         self.notify_webhook = notify_webhook
         self.sleep = sleep
         self.max_limiter_wait = max_limiter_wait
+        self.learned = LearnedLimits()
         self.stopping = stopping
+        self._last = threading.local()
+
+    def last_claim(self) -> Claim | None:
+        """The claim of this thread's latest ``run`` (None when it claimed nothing)."""
+        claim: Claim | None = getattr(self._last, "claim", None)
+        return claim
 
     def run(self, job_id: str) -> str:
         """Run the job if it can be claimed; returns the outcome for logs and tests."""
+        self._last.claim = None
         claim = retry_unavailable(
             lambda: self._claim(job_id),
             deadline=self.settings.db_retry_seconds,
             what="claiming a job",
             sleep=self.sleep,
         )
+        self._last.claim = claim
         if claim is None:
             log.info(
                 "job skipped: already claimed or finished", extra={"job_id": job_id, "outcome": "skipped"}
@@ -254,7 +265,7 @@ class JobRunner:
             response = upstream.call(self.client, provider, path, claim.request, timeout=tier.timeout_seconds)
         except upstream.UpstreamError as error:
             job_metrics.note_upstream(time.monotonic() - sent, error)
-            self._after_failure(tier, budget, cost, error)
+            self._after_failure(claim, tier, budget, cost, error)
             raise
         job_metrics.note_upstream(time.monotonic() - sent)
         if budget is not None and self.limiter is not None:
@@ -262,11 +273,20 @@ class JobRunner:
                 usage = response.body.get("usage")
                 used = actual_cost(claim.kind, usage, images=_image_count(response.body))
                 self.limiter.settle(budget, cost, used)
-            self.limiter.observe(budget, parse_rate_limit_headers(response.headers))
+            self._observe(claim, tier, budget, response.headers)
         return response
 
+    def _observe(self, claim: Claim, tier: Tier, budget: Budget, headers: Mapping[str, str]) -> None:
+        """Learn the upstream's real limits and let its remaining budget correct the bucket."""
+        assert self.limiter is not None
+        state = parse_rate_limit_headers(headers)
+        configured = self._configured_budget(claim, tier)
+        if configured is not None:
+            self.learned.learn(configured, state)
+        self.limiter.observe(budget, state)
+
     def _after_failure(
-        self, tier: Tier, budget: Budget | None, cost: Cost, error: upstream.UpstreamError
+        self, claim: Claim, tier: Tier, budget: Budget | None, cost: Cost, error: upstream.UpstreamError
     ) -> None:
         if budget is None or self.limiter is None:
             return
@@ -277,14 +297,18 @@ class JobRunner:
             assert isinstance(error, upstream.UpstreamHTTPError)
             delay = server_delay(error)
             self.limiter.pause(budget, delay if delay is not None else DEFAULT_429_PAUSE)
-            self.limiter.observe(budget, parse_rate_limit_headers(error.headers))
+            self._observe(claim, tier, budget, error.headers)
 
     def _budget(self, claim: Claim, tier: Tier) -> tuple[Budget | None, Cost]:
         cost = estimate_cost(claim.kind, claim.request, default_max_tokens=self.settings.default_max_tokens)
+        configured = self._configured_budget(claim, tier)
+        return (self.learned.apply(configured) if configured is not None else None), cost
+
+    def _configured_budget(self, claim: Claim, tier: Tier) -> Budget | None:
         limits = self.settings.tiers.limits_for(claim.model)
         if limits is None:
-            return None, cost
-        return Budget.for_model(tier.name, claim.model, limits, self.settings.tiers.burst_seconds), cost
+            return None
+        return Budget.for_model(tier.name, claim.model, limits, self.settings.tiers.burst_seconds)
 
     def _store_failure(self, claim: Claim, error: upstream.UpstreamError, progress: _Progress) -> str:
         self._write(
@@ -330,7 +354,7 @@ class JobRunner:
                 done = operation(session, claim, **values)
                 if done and attempt is not None:
                     attempt_log.record(session, claim.job_id, attempt)
-                if done and operation in TERMINAL_WRITES:
+                if done and operation in TERMINAL_WRITES and claim.has_webhook:
                     delivery = events.record_job_event(session, claim.job_id, self.settings)
             return done, delivery
 
