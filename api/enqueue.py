@@ -9,10 +9,16 @@ import logging
 from collections.abc import Sequence
 
 from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 
-from config.celery_conf import CONTROL_QUEUE, DELIVER_WEBHOOK_TASK, RUN_JOB_TASK, WEBHOOK_QUEUE, celery_config
+from config.celery_conf import (
+    BROKER_ERRORS,
+    CONTROL_QUEUE,
+    DELIVER_WEBHOOK_TASK,
+    RUN_JOB_TASK,
+    WEBHOOK_QUEUE,
+    celery_config,
+    send_by_name,
+)
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,12 +39,7 @@ class Enqueuer:
         }
 
     def send(self, job_id: str, queue: str) -> bool:
-        try:
-            self._app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send job %s to %s: %s", job_id, queue, type(exc).__name__)
-            return False
-        return True
+        return send_by_name(self._app, RUN_JOB_TASK, job_id, queue)
 
     def send_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
         """Send ``(job_id, queue)`` pairs over one broker connection; returns the ids not sent (the
@@ -52,32 +53,22 @@ class Enqueuer:
                         self._app.send_task(
                             RUN_JOB_TASK, args=[job_id], queue=queue, retry=False, producer=producer
                         )
-                    except (KombuOperationalError, RedisError, OSError) as exc:
+                    except BROKER_ERRORS as exc:
                         log.warning("could not send %d jobs: %s", len(jobs) - index, type(exc).__name__)
                         return [unsent for unsent, _ in jobs[index:]]
-        except (KombuOperationalError, RedisError, OSError) as exc:
+        except BROKER_ERRORS as exc:
             log.warning("could not send %d jobs: %s", len(jobs), type(exc).__name__)
             return [job_id for job_id, _ in jobs]
         return []
 
     def send_webhook(self, delivery_id: str) -> bool:
         """Send a webhook delivery id to its own queue; False leaves it for the periodic poll."""
-        try:
-            self._app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE, retry=False)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send webhook delivery %s: %s", delivery_id, type(exc).__name__)
-            return False
-        return True
+        return send_by_name(self._app, DELIVER_WEBHOOK_TASK, delivery_id, WEBHOOK_QUEUE)
 
     def send_control(self, task: str, object_id: str) -> bool:
         """Send a control task (batch ingest, finalize) by name with one id; False leaves it for the
         periodic tick."""
-        try:
-            self._app.send_task(task, args=[object_id], queue=CONTROL_QUEUE, retry=False)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send %s for %s: %s", task, object_id, type(exc).__name__)
-            return False
-        return True
+        return send_by_name(self._app, task, object_id, CONTROL_QUEUE)
 
     def close(self) -> None:
         self._app.close()

@@ -5,9 +5,17 @@ JSON only, ids only on the wire, late acks, and a visibility timeout far above t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
 from config.settings import Settings
+
+log = logging.getLogger(__name__)
+BROKER_ERRORS = (KombuOperationalError, RedisError, OSError)
 
 RUN_JOB_TASK = "batchery.run_job"
 SWEEP_TASK = "batchery.sweep"
@@ -64,3 +72,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }
+
+
+def send_by_name(app: Celery, task: str, object_id: str, queue: str) -> bool:
+    """Send ``task`` by name with one id as its only argument. It never raises: False means the broker
+    did not take the message, and the caller leaves the id for its periodic recovery."""
+    try:
+        app.send_task(task, args=[object_id], queue=queue, retry=False)
+    except BROKER_ERRORS as exc:
+        log.warning("could not send %s for %s to %s: %s", task, object_id, queue, type(exc).__name__)
+        return False
+    return True

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from domain.schemas import MAX_METADATA_KEY, MAX_METADATA_PAIRS, MAX_METADATA_VALUE, MAX_URL_LENGTH
+from domain.schemas import MAX_URL_LENGTH, validate_metadata
 from domain.status import JobKind
 
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
@@ -88,20 +88,6 @@ def job_kind_for(endpoint: Endpoint, body: dict[str, Any]) -> JobKind:
     if kind is JobKind.chat and has_image_part(body):
         return JobKind.vision
     return kind
-
-
-def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
-    """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
-    if value is None:
-        return None
-    if len(value) > MAX_METADATA_PAIRS:
-        raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
-    for key, item in value.items():
-        if len(key) > MAX_METADATA_KEY:
-            raise ValueError(f"metadata keys are at most {MAX_METADATA_KEY} characters")
-        if len(item) > MAX_METADATA_VALUE:
-            raise ValueError(f"metadata values are at most {MAX_METADATA_VALUE} characters")
-    return value
 
 
 class ExpiresAfter(BaseModel):

@@ -121,6 +121,20 @@ def validate_body(kind: JobKind, body: dict[str, Any]) -> str:
     return parsed.model
 
 
+def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
+    if value is None:
+        return None
+    if len(value) > MAX_METADATA_PAIRS:
+        raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"metadata keys are at most {MAX_METADATA_KEY} characters")
+        if len(item) > MAX_METADATA_VALUE:
+            raise ValueError(f"metadata values are at most {MAX_METADATA_VALUE} characters")
+    return value
+
+
 class JobCreate(BaseModel):
     """``POST /v1/jobs``."""
 
@@ -135,16 +149,7 @@ class JobCreate(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            return None
-        if len(value) > MAX_METADATA_PAIRS:
-            raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
-        for key, item in value.items():
-            if len(key) > MAX_METADATA_KEY:
-                raise ValueError(f"metadata keys are at most {MAX_METADATA_KEY} characters")
-            if len(item) > MAX_METADATA_VALUE:
-                raise ValueError(f"metadata values are at most {MAX_METADATA_VALUE} characters")
-        return value
+        return validate_metadata(value)
 
 
 class JobError(BaseModel):

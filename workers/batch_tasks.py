@@ -18,11 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import BATCH_TICK_TASK, CONTROL_QUEUE, FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
+from config.celery_conf import (
+    BATCH_TICK_TASK,
+    CONTROL_QUEUE,
+    FINALIZE_BATCH_TASK,
+    INGEST_BATCH_TASK,
+    send_by_name,
+)
 from config.settings import Settings
 from domain import batch_repository
 from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
@@ -55,10 +59,7 @@ class BatchWorker:
         return self._sessions()
 
     def send(self, task: str, batch_id: str) -> None:
-        try:
-            self.app.send_task(task, args=[batch_id], queue=CONTROL_QUEUE)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send %s for %s (the tick retries): %s", task, batch_id, type(exc).__name__)
+        send_by_name(self.app, task, batch_id, CONTROL_QUEUE)  # a lost send is retried by the tick
 
     def notify(self, deliveries: list[str]) -> None:
         for delivery_id in deliveries:
@@ -90,13 +91,18 @@ class BatchWorker:
             "purged_files": result.purged_files,
         }
 
-    def job_finished(self, job_id: str, outcome: str) -> None:
-        """After a job's run: send the finalize task if that was its batch's last unfinished job."""
-        if outcome == "requeued":
+    def job_finished(
+        self, job_id: str, outcome: str, *, batch_id: str | None = None, batch_known: bool = False
+    ) -> None:
+        """After a job's run: send the finalize task if that was its batch's last unfinished job.
+        ``batch_known`` says ``batch_id`` is the job's batch (from its claim), so it is not read again,
+        and a job outside any batch costs nothing."""
+        if outcome == "requeued" or (batch_known and batch_id is None):
             return
         try:
             with session_scope(self.sessions) as session:
-                batch_id = batch_repository.batch_of_job(session, job_id)
+                if not batch_known:
+                    batch_id = batch_repository.batch_of_job(session, job_id)
                 due = batch_id is not None and not batch_repository.has_unfinished_jobs(session, batch_id)
         except Unavailable:  # the job itself is stored; the periodic tick finds the batch later
             log.warning("could not check the batch of job %s: the database is unavailable", job_id)

@@ -30,11 +30,10 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import RUN_JOB_TASK
+from config.celery_conf import RUN_JOB_TASK, send_by_name
 from config.settings import Settings
 from domain import dispatch_repository as repo
 from domain import events
@@ -60,12 +59,7 @@ class BrokerSender:
         self._app = app
 
     def __call__(self, job_id: str, queue: str) -> bool:
-        try:
-            self._app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send job %s to %s: %s", job_id, queue, type(exc).__name__)
-            return False
-        return True
+        return send_by_name(self._app, RUN_JOB_TASK, job_id, queue)
 
 
 @dataclass(frozen=True, slots=True)

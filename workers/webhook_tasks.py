@@ -20,11 +20,9 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEEP_TASK
+from config.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEEP_TASK, send_by_name
 from config.settings import Settings
 from domain import webhook_repository
 from domain.db import session_scope
@@ -85,13 +83,10 @@ class WebhookDispatcher:
         self.sessions = sessions
 
     def send(self, delivery_id: str) -> bool:
-        try:
-            self.app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
-        except (KombuOperationalError, RedisError, OSError) as exc:
-            log.warning("could not send webhook delivery %s: %s", delivery_id, type(exc).__name__)
-            self.forget_sent([delivery_id])
-            return False
-        return True
+        if send_by_name(self.app, DELIVER_WEBHOOK_TASK, delivery_id, WEBHOOK_QUEUE):
+            return True
+        self.forget_sent([delivery_id])
+        return False
 
     def forget_sent(self, delivery_ids: list[str]) -> None:
         """Mark deliveries unsent, so that the next poll sends them."""
