@@ -124,6 +124,7 @@ def private_postgres(max_connections: int = 400) -> Iterator[PrivatePostgres]:
 @contextmanager
 def private_redis(log_dir: Path) -> Iterator[RedisServer]:
     """A private ``redis-server`` without persistence; stopped on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     server = RedisServer(log_dir)
     server.start()
     try:

@@ -39,6 +39,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": "config.broker_transport:Transport",  # kombu's, with one client per channel
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": 64,

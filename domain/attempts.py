@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -63,10 +64,23 @@ def record(session: Session, job_id: str, attempt: AttemptRecord) -> None:
         values["error"] = redact(attempt.error)[:MAX_ERROR_CHARS]
     if attempt.wait_before_next_seconds is not None:
         values["wait_before_next_seconds"] = round(attempt.wait_before_next_seconds, 3)
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(JobAttempt).values(job_id=job_id, **values)
-    session.execute(statement.on_conflict_do_nothing(index_elements=["job_id", "number"]))
+    values["job_id"] = job_id
+    session.execute(_insert_statement(session.get_bind().dialect.name), values)
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_statement(dialect: str) -> Any:
+    """The INSERT … ON CONFLICT DO NOTHING of one log row, built once per dialect, on the table (Core):
+    a job's every attempt runs it."""
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        table = cast(Table, JobAttempt.__table__)
+        statement = insert(table).on_conflict_do_nothing(index_elements=["job_id", "number"])
+        _INSERTS[dialect] = statement
+    return statement
 
 
 def record_lost_if_missing(session: Session, job_id: str, number: int) -> bool:

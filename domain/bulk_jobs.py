@@ -9,12 +9,13 @@ could not be sent goes back to the backlog (``repository.mark_dispatched(..., No
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import DateTime, Table, Text, bindparam, insert, text
 from sqlalchemy.orm import Session
 
 from domain.ids import new_ids
@@ -55,12 +56,48 @@ def insert_jobs(
     if not jobs:
         return []
     ids = new_ids("job", len(jobs))
-    rows = [_row(job, job_id, now, sent) for job, job_id, sent in zip(jobs, ids, send_now, strict=True)]
-    session.execute(insert(JOBS).values(rows))
+    if session.get_bind().dialect.name == "postgresql":
+        records = [_record(job, job_id, sent) for job, job_id, sent in zip(jobs, ids, send_now, strict=True)]
+        session.execute(_PG_INSERT, {"rows": json.dumps(records, separators=(",", ":")), "now": now})
+    else:
+        rows = [_row(job, job_id, now, sent) for job, job_id, sent in zip(jobs, ids, send_now, strict=True)]
+        session.execute(insert(JOBS), rows)
     return [
         StoredJob(job_id, job.tier, job.kind, job.model, sent)
         for job, job_id, sent in zip(jobs, ids, send_now, strict=True)
     ]
+
+
+# PostgreSQL: every row in one JSON parameter, unpacked by the server: one INSERT of any number of rows,
+# with nothing for the driver to rewrite (a multi-row VALUES list of 1,000 rows has 22,000 placeholders).
+_PG_INSERT = text(
+    """
+    INSERT INTO jobs (id, tenant_id, kind, model, tier, status, priority, request, estimated_tokens,
+        metadata, webhook_url, dispatched_at, created_at, updated_at, prompt_tokens, completion_tokens,
+        total_tokens, cached_tokens, reasoning_tokens, images, limiter_wait_ms, attempts)
+    SELECT r.id, r.tenant_id, r.kind, r.model, r.tier, 'queued', r.priority, r.request, r.estimated_tokens,
+        r.metadata, r.webhook_url, CASE WHEN r.send_now THEN :now END, :now, :now, 0, 0, 0, 0, 0, 0, 0, 0
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+        id text, tenant_id text, kind text, model text, tier text, priority integer, request jsonb,
+        estimated_tokens integer, metadata jsonb, webhook_url text, send_now boolean)
+    """
+).bindparams(bindparam("rows", type_=Text), bindparam("now", type_=DateTime(timezone=True)))
+
+
+def _record(job: NewJob, job_id: str, send_now: bool) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "tenant_id": job.tenant_id,
+        "kind": job.kind,
+        "model": job.model,
+        "tier": job.tier,
+        "priority": job.priority,
+        "request": job.request,
+        "estimated_tokens": job.estimated_tokens,
+        "metadata": job.metadata,
+        "webhook_url": job.webhook_url,
+        "send_now": send_now,
+    }
 
 
 def _row(job: NewJob, job_id: str, now: datetime, send_now: bool) -> dict[str, Any]:

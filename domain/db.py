@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.errors import Unavailable
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
-    """An engine for SQLite (WAL, foreign keys) or PostgreSQL (psycopg 3, pre-ping)."""
+def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """An engine for SQLite (WAL, foreign keys) or PostgreSQL (psycopg 3, pre-ping unless told not to:
+    ``domain.db_pool.ping_when_idle`` is the cheaper choice for a busy worker)."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url,
@@ -29,7 +30,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, **kwargs: Any) -> Eng
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
         **kwargs,

@@ -13,12 +13,15 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain import attempts as attempt_log
+from domain.attempts import AttemptRecord
+from domain.completion_sql import COMPLETE_AND_LOG, log_params
 from domain.costing import UsageColumns
 from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
@@ -55,6 +58,9 @@ class Claim:
     tier: str
     request: dict[str, Any]
     estimated_tokens: int
+    has_webhook: bool = True
+    """False when the job has no webhook URL, so its end records no event (when unknown: True)."""
+    batch_id: str | None = None
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -62,8 +68,15 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_job(session: Session, new: NewJob, *, request_fingerprint: str | None = None) -> tuple[Job, bool]:
-    """Insert a queued job. Returns (job, created); an idempotent repeat returns the original."""
+def create_job(
+    session: Session,
+    new: NewJob,
+    *,
+    request_fingerprint: str | None = None,
+    dispatched_at: datetime | None = None,
+) -> tuple[Job, bool]:
+    """Insert a queued job. Returns (job, created); an idempotent repeat returns the original.
+    ``dispatched_at`` marks a new job as sent by the fast path (the caller sends it after the commit)."""
     if new.idempotency_key is not None:
         existing = _by_idempotency_key(session, new.tenant_id, new.idempotency_key)
         if existing is not None:
@@ -82,6 +95,7 @@ def create_job(session: Session, new: NewJob, *, request_fingerprint: str | None
         webhook_url=new.webhook_url,
         idempotency_key=new.idempotency_key,
         request_hash=request_fingerprint,
+        dispatched_at=dispatched_at,
         created_at=utcnow(),
     )
     session.add(job)
@@ -175,35 +189,85 @@ def claim(session: Session, job_id_: str, *, owner: str, lease_seconds: float) -
     """
     now = utcnow()
     token = f"{owner}:{uuid.uuid4().hex[:12]}"
-    claimable = or_(
-        Job.status == JobStatus.queued.value,
-        and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now),
-    )
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id_, claimable, Job.cancel_requested_at.is_(None))
-        .values(
-            status=JobStatus.running.value,
-            lease_owner=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-            started_at=now,
-        )
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    params = {"claim_id": job_id_, "claim_now": now, "claim_token": token}
+    params["claim_until"] = now + timedelta(seconds=lease_seconds)
+    row = session.execute(_CLAIM, params).one_or_none()
+    if row is None:
         return None
-    job = session.get(Job, job_id_, populate_existing=True)
-    assert job is not None
     return Claim(
-        job_id=job.id,
+        job_id=job_id_,
         token=token,
-        attempt=job.attempts,
-        kind=job.kind,
-        model=job.model,
-        tier=job.tier,
-        request=job.request,
-        estimated_tokens=job.estimated_tokens,
+        attempt=row.attempts,
+        kind=row.kind,
+        model=row.model,
+        tier=row.tier,
+        request=row.request,
+        estimated_tokens=row.estimated_tokens,
+        has_webhook=row.webhook_url is not None,
+        batch_id=row.batch_id,
     )
+
+
+# The worker's hot path runs these for every job, so they are built once, as Core statements on the table
+# (no ORM synchronisation), with one round trip each: the claim reads what the run needs in its RETURNING.
+_JOBS = cast(Table, Job.__table__)
+_CLAIM = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("claim_id"),
+        or_(
+            _JOBS.c.status == JobStatus.queued.value,
+            and_(
+                _JOBS.c.status == JobStatus.running.value, _JOBS.c.lease_expires_at < bindparam("claim_now")
+            ),
+        ),
+        _JOBS.c.cancel_requested_at.is_(None),
+    )
+    .values(
+        status=JobStatus.running.value,
+        lease_owner=bindparam("claim_token"),
+        lease_expires_at=bindparam("claim_until"),
+        attempts=_JOBS.c.attempts + 1,
+        started_at=bindparam("claim_now"),
+    )
+    .returning(
+        _JOBS.c.attempts,
+        _JOBS.c.kind,
+        _JOBS.c.model,
+        _JOBS.c.tier,
+        _JOBS.c.request,
+        _JOBS.c.estimated_tokens,
+        _JOBS.c.webhook_url,
+        _JOBS.c.batch_id,
+    )
+)
+_COMPLETE = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id == bindparam("fence_id"),
+        _JOBS.c.lease_owner == bindparam("fence_token"),
+        _JOBS.c.status == JobStatus.running.value,
+    )
+    .values(
+        # a cancel requested meanwhile wins, decided under the row's lock
+        status=case(
+            (_JOBS.c.cancel_requested_at.is_(None), JobStatus.succeeded.value),
+            else_=JobStatus.cancelled.value,
+        ),
+        result=bindparam("done_result"),
+        usage=bindparam("done_usage"),
+        prompt_tokens=bindparam("done_prompt_tokens"),
+        completion_tokens=bindparam("done_completion_tokens"),
+        total_tokens=bindparam("done_total_tokens"),
+        cached_tokens=bindparam("done_cached_tokens"),
+        reasoning_tokens=bindparam("done_reasoning_tokens"),
+        images=bindparam("done_images"),
+        limiter_wait_ms=_JOBS.c.limiter_wait_ms + bindparam("done_wait_ms"),
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=bindparam("done_at"),
+    )
+)
 
 
 def _fenced(claim_: Claim) -> Any:
@@ -235,32 +299,31 @@ def complete(
     usage: dict[str, Any] | None,
     columns: UsageColumns,
     limiter_wait_ms: int = 0,
+    attempt: AttemptRecord | None = None,
 ) -> bool:
     """Store a success; only the lease holder can. A cancel requested meanwhile wins: the result is kept
-    but the job ends cancelled."""
-    now = utcnow()
-    cancelled = session.scalar(select(Job.cancel_requested_at).where(Job.id == claim_.job_id))
-    status = JobStatus.cancelled if cancelled is not None else JobStatus.succeeded
-    done = session.execute(
-        update(Job)
-        .where(_fenced(claim_))
-        .values(
-            status=status.value,
-            result=result,
-            usage=usage,
-            prompt_tokens=columns.prompt_tokens,
-            completion_tokens=columns.completion_tokens,
-            total_tokens=columns.total_tokens,
-            cached_tokens=columns.cached_tokens,
-            reasoning_tokens=columns.reasoning_tokens,
-            images=columns.images,
-            limiter_wait_ms=Job.limiter_wait_ms + limiter_wait_ms,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-        )
-    )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    but the job ends cancelled. ``attempt`` is logged with it, atomically (in one statement on
+    PostgreSQL, ``domain.completion_sql``), and only when the write landed."""
+    params: dict[str, Any] = {
+        "fence_id": claim_.job_id,
+        "fence_token": claim_.token,
+        "done_result": result,
+        "done_usage": usage,
+        "done_prompt_tokens": columns.prompt_tokens,
+        "done_completion_tokens": columns.completion_tokens,
+        "done_total_tokens": columns.total_tokens,
+        "done_cached_tokens": columns.cached_tokens,
+        "done_reasoning_tokens": columns.reasoning_tokens,
+        "done_images": columns.images,
+        "done_wait_ms": limiter_wait_ms,
+        "done_at": utcnow(),
+    }
+    if attempt is not None and session.get_bind().dialect.name == "postgresql":
+        return bool(session.scalar(COMPLETE_AND_LOG, {**params, **log_params(attempt)}) == 1)
+    done = session.execute(_COMPLETE, params).rowcount == 1  # type: ignore[attr-defined]
+    if done and attempt is not None:
+        attempt_log.record(session, claim_.job_id, attempt)
+    return bool(done)
 
 
 def fail(

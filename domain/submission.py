@@ -18,6 +18,8 @@ URL once, however many items name it.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -134,3 +136,32 @@ def window_room(session: Session, settings: Settings, tier: Tier) -> int:
     in the backlog for the dispatcher (``workers.dispatcher``), which is fair across tenants."""
     window = window_size(tier.concurrency, settings.dispatch_window_factor)
     return max(0, window - dispatch_repository.queued_in_window(session, tier.name))
+
+
+class WindowRooms:
+    """The fast path's view of each tier's free window places, for one API process: read from the
+    database at most every ``ttl`` seconds per tier and counted down locally in between, so a steady
+    stream of submissions costs no query each. Places freed by workers meanwhile are seen at the next
+    read; other API processes may fill the same places meanwhile, so a window can overshoot by what they
+    send within ``ttl``, which the dispatcher tolerates (it only tops a window up)."""
+
+    def __init__(self, ttl: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._rooms: dict[str, tuple[int, float]] = {}
+
+    def take(self, session: Session, settings: Settings, tier: Tier, wanted: int = 1) -> int:
+        """Take up to ``wanted`` places in ``tier``'s window; returns how many were granted."""
+        now = self.clock()
+        with self._lock:
+            known = self._rooms.get(tier.name)
+            if known is not None and now - known[1] < self.ttl:
+                granted = min(wanted, known[0])
+                self._rooms[tier.name] = (known[0] - granted, known[1])
+                return granted
+        room = window_room(session, settings, tier)
+        granted = min(wanted, room)
+        with self._lock:
+            self._rooms[tier.name] = (room - granted, now)
+        return granted

@@ -28,6 +28,7 @@ from config.settings import Settings
 from config.tiers import TierConfig
 from domain import metric_catalog as catalog
 from domain.costing import UsageColumns
+from domain.metric_buffer import BufferedMetricStore
 from domain.metric_store import MetricBatch, MetricStore
 from domain.pricing import UsageAmounts, usage_cost
 from domain.repository import Claim
@@ -155,9 +156,9 @@ class JobMetrics:
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis[Any]) -> JobMetrics:
-        return cls(
-            MetricStore(client, settings.redis_prefix), settings.tiers, load_prices(settings.prices_file)
-        )
+        """A worker's metrics: written every quarter of a second (``domain.metric_buffer``), not per job."""
+        store = BufferedMetricStore(client, settings.redis_prefix)
+        return cls(store, settings.tiers, load_prices(settings.prices_file))
 
     def run(self, job_id: str, run: Callable[[str], str]) -> str:
         """Call ``run(job_id)`` inside a trace, then write its metrics and log its line."""

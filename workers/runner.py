@@ -27,6 +27,7 @@ from domain import events, repository
 from domain.attempts import AttemptOutcome, AttemptRecord
 from domain.costing import Cost, actual_cost, estimate_cost, usage_columns
 from domain.db import session_scope
+from domain.db_pool import autocommit
 from domain.models import utcnow
 from domain.repository import Claim
 from domain.status import JobKind
@@ -149,6 +150,7 @@ class JobRunner:
     def _claim(self, job_id: str) -> Claim | None:
         """Claim the job; an earlier attempt that left no log row is logged as lost (its worker died)."""
         with session_scope(self.sessions) as session:
+            autocommit(session)  # the claim is one statement: no BEGIN and COMMIT round trips
             claim = repository.claim(
                 session, job_id, owner=self.worker_id, lease_seconds=self.settings.lease_seconds
             )
@@ -351,9 +353,14 @@ class JobRunner:
         def write() -> tuple[bool, str | None]:
             delivery: str | None = None
             with session_scope(self.sessions) as session:
-                done = operation(session, claim, **values)
-                if done and attempt is not None:
-                    attempt_log.record(session, claim.job_id, attempt)
+                if operation is repository.complete:  # logs the attempt itself, in one statement on Postgres
+                    if not claim.has_webhook and session.get_bind().dialect.name == "postgresql":
+                        autocommit(session)  # nothing else joins the transaction: skip BEGIN and COMMIT
+                    done = operation(session, claim, attempt=attempt, **values)
+                else:
+                    done = operation(session, claim, **values)
+                    if done and attempt is not None:
+                        attempt_log.record(session, claim.job_id, attempt)
                 if done and operation in TERMINAL_WRITES and claim.has_webhook:
                     delivery = events.record_job_event(session, claim.job_id, self.settings)
             return done, delivery

@@ -18,6 +18,7 @@ from config.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from config.settings import Settings
 from domain import dispatch_repository
 from domain.db import make_engine, make_session_factory, session_scope
+from domain.db_pool import ping_when_idle
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.job_metrics import JobMetrics
@@ -28,6 +29,9 @@ from workers.upstream import make_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
+
+IDLE_PING_SECONDS = 5.0
+"""A pooled connection idle this long is pinged before use (``domain.db_pool``)."""
 
 
 class WorkerState:
@@ -52,7 +56,9 @@ class WorkerState:
     def runner(self) -> JobRunner:
         with self._lock:
             if self._runner is None:
-                engine = make_engine(self.settings.database_url, pool_size=min(self.concurrency + 2, 64))
+                pool_size = min(self.concurrency + 2, 64)
+                engine = make_engine(self.settings.database_url, pool_size=pool_size, pre_ping=False)
+                ping_when_idle(engine, IDLE_PING_SECONDS)
                 client = make_client(max_connections=self.settings.upstream_max_connections)
                 redis_client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
                 self._runner = JobRunner(
@@ -118,8 +124,11 @@ def register_tasks(app: Celery, settings: Settings, *, concurrency: int = 16) ->
     @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def run_job(job_id: str) -> str:
         """Run one job by id."""
-        outcome = state.metrics().run(job_id, state.runner().run)
-        state.batches.job_finished(job_id, outcome)
+        runner = state.runner()
+        outcome = state.metrics().run(job_id, runner.run)
+        claim = runner.last_claim()
+        batch_id = claim.batch_id if claim is not None else None
+        state.batches.job_finished(job_id, outcome, batch_id=batch_id, batch_known=claim is not None)
         state.pump.nudge()  # a place in the window is free: refill it now
         return outcome
 

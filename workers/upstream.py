@@ -15,6 +15,7 @@ import httpx
 
 from config.errors import BatcheryError
 from config.settings import Provider
+from workers.sharded_transport import ShardedTransport
 
 
 class UpstreamError(BatcheryError):
@@ -83,9 +84,11 @@ class UpstreamResponse:
 
 
 def make_client(*, max_connections: int) -> httpx.Client:
-    """The process's pooled client. It ignores proxy variables and never follows redirects."""
+    """The process's pooled client. It ignores proxy variables and never follows redirects. Its
+    connections are split into small pools (``workers.sharded_transport``), so that hundreds of calls
+    in flight cost no more CPU each than a few."""
     return httpx.Client(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        transport=ShardedTransport(max_connections=max_connections),
         follow_redirects=False,
         trust_env=False,
         headers={"user-agent": "batchery"},

@@ -11,11 +11,12 @@ from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
 from api.examples import JOB_EXAMPLES
 from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
+from api.window_rooms import WindowRoomsDep
 from domain import attempts, events, repository
 from domain.models import utcnow
 from domain.schemas import ErrorBody, JobCreate, JobList, JobOut
 from domain.status import JobKind, JobStatus
-from domain.submission import Submission, window_room
+from domain.submission import Submission
 from domain.tenant_quota import admit_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -40,18 +41,20 @@ def submit_job(
     enqueuer: EnqueuerDep,
     tenant: TenantDep,
     counters: JobCountersDep,
+    rooms: WindowRoomsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Validate, store (durable before anything is sent), then send the id to the tier's queue."""
     new = Submission(settings, tenant_id=tenant).prepare(body, idempotency_key=idempotency_key)
     tier = settings.tiers.tiers[new.tier]
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
-    job, created = repository.create_job(session, new, request_fingerprint=fingerprint)
+    fast = rooms.take(session, settings, tier) > 0  # decided before the INSERT: no UPDATE after it
+    job, created = repository.create_job(
+        session, new, request_fingerprint=fingerprint, dispatched_at=utcnow() if fast else None
+    )
     if created:
         admit_submission(session, tenant, limit=settings.max_queued_jobs_per_tenant)
-    fast_path = created and window_room(session, settings, tier) > 0
-    if fast_path:
-        job.dispatched_at = utcnow()
+    fast_path = created and fast
     session.commit()
     if fast_path and not enqueuer.send(job.id, tier.queue):
         repository.mark_dispatched(session, [job.id], None)

@@ -12,6 +12,8 @@ The answer is 202 with one result per item, in order: ``{"index", "id", "status"
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter, status
 from sqlalchemy.orm import Session
 
@@ -19,6 +21,7 @@ from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
 from api.job_counters import JobCountersDep
+from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
 from domain import bulk_jobs, repository
 from domain.bulk_jobs import StoredJob
@@ -26,7 +29,7 @@ from domain.bulk_schemas import BulkItemError, BulkItemResult, BulkJobsCreate, B
 from domain.models import utcnow
 from domain.repository import NewJob
 from domain.schemas import ErrorBody
-from domain.submission import ItemError, Submission, window_room
+from domain.submission import ItemError, Submission, WindowRooms
 from domain.tenant_quota import ensure_queue_room
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -50,23 +53,30 @@ def submit_jobs_bulk(
     enqueuer: EnqueuerDep,
     tenant: TenantDep,
     counters: JobCountersDep,
+    rooms: WindowRoomsDep,
 ) -> BulkJobsOut:
     """Check every item; store the valid ones (durable before anything is sent) and answer per item."""
     submission = Submission(settings, tenant_id=tenant)
     prepared = [submission.prepare_item(index, raw) for index, raw in enumerate(body.jobs)]
     valid = [item for item in prepared if isinstance(item, NewJob)]
-    stored = _store(session, settings, enqueuer, tenant, valid) if valid else []
+    stored = _store(session, settings, enqueuer, rooms, tenant, valid) if valid else []
     if stored:
         counters.submitted(stored)
     return _answer(prepared, stored)
 
 
 def _store(
-    session: Session, settings: Settings, enqueuer: Enqueuer, tenant: str, jobs: list[NewJob]
+    session: Session,
+    settings: Settings,
+    enqueuer: Enqueuer,
+    rooms: WindowRooms,
+    tenant: str,
+    jobs: list[NewJob],
 ) -> list[StoredJob]:
     ensure_queue_room(session, tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
     tiers = settings.tiers.tiers
-    room = {name: window_room(session, settings, tiers[name]) for name in {job.tier for job in jobs}}
+    wanted = Counter(job.tier for job in jobs)
+    room = {name: rooms.take(session, settings, tiers[name], count) for name, count in wanted.items()}
     send_now = bulk_jobs.fast_path_quota(jobs, room)
     stored = bulk_jobs.insert_jobs(session, jobs, send_now=send_now, now=utcnow())
     session.commit()

@@ -1,0 +1,117 @@
+"""Submission: ``POST /v1/jobs`` latency at a fixed rate, and ``POST /v1/jobs/bulk`` throughput.
+
+Both run against the API alone (no workers: the jobs stay queued), on private servers.
+
+- Latency: ``POST /v1/jobs`` open loop at ``rate`` requests/s (``bench.openloop``); baseline: ``GET
+  /healthz`` at the same rate in the same run, the floor of the HTTP stack on this machine.
+- Bulk: requests of 1,000 jobs from two clients; baseline: the same jobs one per ``POST /v1/jobs`` from
+  eight clients, in the same run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.bench_stack import CHAT_BODY, bench_stack, tiers_toml
+from bench.isolated import PrivatePostgres
+from bench.openloop import open_loop, request_bytes
+from tests.support.redis_server import RedisServer
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def run_latency(
+    pg: PrivatePostgres, redis_server: RedisServer, log_dir: Path, *, rate: float, seconds: float
+) -> dict[str, Any]:
+    with bench_stack(pg, redis_server, log_dir) as stack:
+        tiers = log_dir / "tiers.toml"
+        tiers.write_text(tiers_toml(32))
+        stack.start_simulator("--no-limits")
+        stack.configure(tiers)
+        port = int(stack.start_api().rsplit(":", 1)[1])
+        count = int(rate * seconds)
+        job = request_bytes("POST", "/v1/jobs", port, {"kind": "chat", "request": CHAT_BODY})
+        health = request_bytes("GET", "/healthz", port)
+        open_loop(port, [job] * 100, rate)  # warm-up
+        submitted = open_loop(port, [job] * count, rate)
+        floor = open_loop(port, [health] * count, rate)
+        return {
+            "rate": rate,
+            "requests": count,
+            "post_jobs_p50_ms": _ms(submitted.percentile(0.50)),
+            "post_jobs_p99_ms": _ms(submitted.percentile(0.99)),
+            "post_jobs_max_ms": _ms(max(submitted.latencies)),
+            "post_jobs_statuses": submitted.statuses,
+            "healthz_p50_ms": _ms(floor.percentile(0.50)),
+            "healthz_p99_ms": _ms(floor.percentile(0.99)),
+            "achieved_rate": round(count / submitted.seconds, 1),
+        }
+
+
+def run_bulk(
+    pg: PrivatePostgres, redis_server: RedisServer, log_dir: Path, *, requests: int, single_jobs: int
+) -> dict[str, Any]:
+    with bench_stack(pg, redis_server, log_dir) as stack:
+        tiers = log_dir / "tiers.toml"
+        tiers.write_text(tiers_toml(32))
+        stack.start_simulator("--no-limits")
+        stack.configure(tiers)
+        api_url = stack.start_api()
+        jobs = [{"kind": "chat", "request": CHAT_BODY} for _ in range(1000)]
+        with httpx.Client(base_url=api_url, timeout=120) as client:
+            client.post("/v1/jobs/bulk", json={"jobs": jobs[:100]}).raise_for_status()  # warm-up
+        bulk_seconds, accepted = _clients(api_url, 2, requests, lambda c: _post_bulk(c, jobs))
+        single_seconds, singles = _clients(api_url, 8, single_jobs, _post_one)
+        bulk_rate = accepted / bulk_seconds
+        single_rate = singles / single_seconds
+        return {
+            "bulk_jobs_per_second": round(bulk_rate, 0),
+            "bulk_requests": requests,
+            "bulk_jobs": accepted,
+            "bulk_seconds": round(bulk_seconds, 2),
+            "single_jobs_per_second": round(single_rate, 0),
+            "single_jobs": singles,
+            "ratio": round(bulk_rate / single_rate, 1),
+            "stored": stack.count("status = 'queued'"),
+        }
+
+
+def _post_bulk(client: httpx.Client, jobs: list[dict[str, Any]]) -> int:
+    response = client.post("/v1/jobs/bulk", json={"jobs": jobs})
+    response.raise_for_status()
+    return int(response.json()["accepted"])
+
+
+def _post_one(client: httpx.Client) -> int:
+    client.post("/v1/jobs", json={"kind": "chat", "request": CHAT_BODY}).raise_for_status()
+    return 1
+
+
+def _clients(api_url: str, clients: int, calls: int, call: Any) -> tuple[float, int]:
+    """``calls`` calls of ``call(client)`` shared by ``clients`` threads; (seconds, total returned)."""
+    done: list[int] = []
+    lock = threading.Lock()
+    share = [calls // clients + (1 if index < calls % clients else 0) for index in range(clients)]
+
+    def work(count: int) -> None:
+        total = 0
+        with httpx.Client(base_url=api_url, timeout=120) as client:
+            for _ in range(count):
+                total += call(client)
+        with lock:
+            done.append(total)
+
+    threads = [threading.Thread(target=work, args=(count,)) for count in share]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, sum(done)

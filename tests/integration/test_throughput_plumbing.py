@@ -1,0 +1,113 @@
+"""The plumbing that keeps a job cheap, against real Redis and a real HTTP server: the broker transport
+that reuses its Redis client, metric writes gathered and flushed together, and the HTTP transport whose
+threads each keep to one small connection pool."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import redis
+from celery import Celery
+
+from config.broker_transport import Channel
+from config.celery_conf import RUN_JOB_TASK, celery_config
+from config.settings import load_settings
+from domain import metric_catalog as catalog
+from domain.metric_buffer import BufferedMetricStore
+from domain.metric_store import MetricBatch, MetricStore
+from workers.sharded_transport import ShardedTransport
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_broker_channel_reuses_one_client_until_its_pool_is_replaced(redis_url: str) -> None:
+    app = Celery("transport-test", set_as_current=False)
+    app.conf.update(celery_config(load_settings(redis_url=redis_url)))
+    client = redis.Redis.from_url(redis_url)
+    client.delete("transport-test")
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            assert isinstance(channel, Channel)
+            first = channel._create_client()
+            assert channel._create_client() is first
+            channel._disconnect_pools()  # type: ignore[no-untyped-call]
+            assert channel._create_client() is not first  # a new pool gets a new client
+        for index in range(3):
+            app.send_task(RUN_JOB_TASK, args=[f"job_{index}"], queue="transport-test")
+        messages = [json.loads(raw) for raw in client.lrange("transport-test", 0, -1)]
+        assert len(messages) == 3 and all(m["headers"]["task"] == RUN_JOB_TASK for m in messages)
+    finally:
+        client.delete("transport-test")
+        app.close()
+
+
+def test_buffered_metrics_add_up_and_reach_redis_only_when_flushed(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = BufferedMetricStore(client, "buffertest", interval=3600)
+    labels = ("standard", "chat", "gpt-4o-mini")
+    for _ in range(5):
+        batch = MetricBatch()
+        batch.count(catalog.JOBS_SUBMITTED, labels)
+        batch.add_window("standard", "gpt-4o-mini", "requests")
+        store.write(batch, now=0.0)
+
+    assert MetricStore(client, "buffertest").counters() == {}
+    store.flush()
+
+    counters = MetricStore(client, "buffertest").counters()
+    assert counters[catalog.JOBS_SUBMITTED.name][labels] == 5
+    window = MetricStore(client, "buffertest").window(now=store.clock())
+    assert window[("standard", "gpt-4o-mini", "requests")] == 5
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        return
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_each_thread_keeps_to_one_small_pool_and_requests_go_through(echo_url: str) -> None:
+    transport = ShardedTransport(max_connections=64, shard_size=16)
+    assert len(transport._shards) == 4
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        client = httpx.Client(transport=transport, base_url=echo_url)
+        for index in range(3):
+            answer = client.post("/v1/echo", json={"n": index, "who": name})
+            assert answer.json() == {"n": index, "who": name}
+            with lock:
+                assert seen.setdefault(name, id(transport._shard())) == id(transport._shard())
+
+    threads = [threading.Thread(target=work, args=(f"t{index}",)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(seen) == 8 and len(set(seen.values())) == 4  # round robin: two threads per pool
+    transport.close()
