@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from celery import Celery
 
 from config.celery_conf import (
-    BROKER_ERRORS,
     CONTROL_QUEUE,
     DELIVER_WEBHOOK_TASK,
     RUN_JOB_TASK,
     WEBHOOK_QUEUE,
     celery_config,
     send_by_name,
+    send_many_by_name,
 )
 from config.settings import Settings
 
@@ -42,24 +42,9 @@ class Enqueuer:
         return send_by_name(self._app, RUN_JOB_TASK, job_id, queue)
 
     def send_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
-        """Send ``(job_id, queue)`` pairs over one broker connection; returns the ids not sent (the
-        caller puts them back in the backlog for the dispatcher)."""
-        if not jobs:
-            return []
-        try:
-            with self._app.producer_or_acquire() as producer:
-                for index, (job_id, queue) in enumerate(jobs):
-                    try:
-                        self._app.send_task(
-                            RUN_JOB_TASK, args=[job_id], queue=queue, retry=False, producer=producer
-                        )
-                    except BROKER_ERRORS as exc:
-                        log.warning("could not send %d jobs: %s", len(jobs) - index, type(exc).__name__)
-                        return [unsent for unsent, _ in jobs[index:]]
-        except BROKER_ERRORS as exc:
-            log.warning("could not send %d jobs: %s", len(jobs), type(exc).__name__)
-            return [job_id for job_id, _ in jobs]
-        return []
+        """Send ``(job_id, queue)`` pairs in one round trip; returns the ids not sent (the caller puts
+        them back in the backlog for the dispatcher)."""
+        return send_many_by_name(self._app, RUN_JOB_TASK, jobs)
 
     def send_webhook(self, delivery_id: str) -> bool:
         """Send a webhook delivery id to its own queue; False leaves it for the periodic poll."""

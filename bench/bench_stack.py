@@ -145,6 +145,10 @@ class BenchStack:
             raise RuntimeError(f"{name} exited:\n{worker.log_tail()}")
         return worker
 
+    def start_dispatcher(self) -> Process:
+        """A ``batchery dispatcher`` process, for workers started with ``--no-dispatch``."""
+        return self.start("dispatcher", batchery("dispatcher"))
+
     def redis(self) -> redis.Redis[Any]:
         return self.redis_server.client()
 

@@ -84,13 +84,19 @@ def run_pipeline(
         stack.start_simulator("--no-limits", "--latency", f"fixed:{shape.latency_ms}")
         stack.configure(tiers)
         stack.start_api()
-        workers = [stack.start_worker(f"worker{i}", shape.concurrency) for i in range(shape.processes)]
+        # the deployment the README recommends at this rate: one dispatcher process fills the queues, and
+        # the workers spend their CPU on jobs only
+        stack.start_dispatcher()
+        workers = [
+            stack.start_worker(f"worker{i}", shape.concurrency, "--no-dispatch")
+            for i in range(shape.processes)
+        ]
         # A dispatcher's first round on an empty Redis re-sends every id in the window (it cannot tell a
         # fresh broker from one that lost its queues); submitting before it would count those twice.
         with stack.redis() as client:
             wait_until(lambda: client.exists("batchery:dispatch:epoch"), 30, 0.1)
         idle_rss = [procstat.rss_bytes(worker.popen.pid) for worker in workers]
-        names = ["api", *(f"worker{i}" for i in range(shape.processes))]
+        names = ["api", "dispatcher", *(f"worker{i}" for i in range(shape.processes))]
         outstanding = max(1000, shape.concurrency * shape.processes * 3)
         submitter = Submitter(stack.api_url, outstanding)
         submitter.start()
@@ -119,7 +125,7 @@ def run_pipeline(
         not_succeeded = stack.count("status <> 'succeeded'")
         finished = done_after - done_before
         submitted = submitted_after - submitted_before
-        worker_cpu = sum(spent.cpu[name] for name in names[1:])
+        worker_cpu = sum(spent.cpu[name] for name in names[2:])
         return {
             "jobs_per_second": round(finished / spent.seconds, 1),
             "window_seconds": round(spent.seconds, 1),
@@ -127,8 +133,10 @@ def run_pipeline(
             "jobs_submitted_in_window": submitted,
             "api_cpu_ms_per_job": round(1000 * spent.cpu["api"] / max(submitted, 1), 2),
             "worker_cpu_ms_per_job": round(1000 * worker_cpu / max(finished, 1), 2),
+            "dispatcher_cpu_ms_per_job": round(1000 * spent.cpu["dispatcher"] / max(finished, 1), 2),
             "cpu_share_api": round(spent.cpu["api"] / spent.seconds, 2),
             "cpu_share_workers": round(worker_cpu / spent.seconds, 2),
+            "cpu_share_dispatcher": round(spent.cpu["dispatcher"] / spent.seconds, 2),
             "in_flight_median": statistics.median(flights) if flights else 0,
             "worker_rss_idle_mb": [round(rss / 2**20, 1) for rss in idle_rss],
             "worker_rss_peak_mb": [round(rss / 2**20, 1) for rss in peak_rss],

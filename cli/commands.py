@@ -71,6 +71,11 @@ def add_worker_parser(sub: Any) -> None:
     parser.add_argument("--name", help="worker node name (default tiers@hostname)")
     parser.add_argument("--loglevel", help="DEBUG, INFO, WARNING or ERROR (default: BATCHERY_LOG_LEVEL)")
     parser.add_argument("--no-control", action="store_true", help="skip the control and webhook queues")
+    parser.add_argument(
+        "--no-dispatch",
+        action="store_true",
+        help="run no dispatcher rounds in this worker (a `batchery dispatcher` process fills the queues)",
+    )
     parser.set_defaults(handler=run_worker)
 
 
@@ -92,7 +97,7 @@ def run_worker(args: argparse.Namespace) -> int:
     if not args.no_control:
         queues += [CONTROL_QUEUE, WEBHOOK_QUEUE]
     app = create_celery(settings)
-    register_tasks(app, settings, concurrency=concurrency)
+    register_tasks(app, settings, concurrency=concurrency, dispatch=not args.no_dispatch)
     node = args.name or f"{'+'.join(names)}@%h"
     app.worker_main(
         argv=[

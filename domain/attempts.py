@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from domain.db import Executor, dialect_name
 from domain.models import JobAttempt, utcnow
 from domain.redaction import redact
 
@@ -55,7 +56,7 @@ class AttemptRecord:
     wait_before_next_seconds: float | None = None
 
 
-def record(session: Session, job_id: str, attempt: AttemptRecord) -> None:
+def record(session: Executor, job_id: str, attempt: AttemptRecord) -> None:
     """Log one attempt; a number already logged for this job is left as it is."""
     values = asdict(attempt)
     values["outcome"] = attempt.outcome.value
@@ -65,7 +66,7 @@ def record(session: Session, job_id: str, attempt: AttemptRecord) -> None:
     if attempt.wait_before_next_seconds is not None:
         values["wait_before_next_seconds"] = round(attempt.wait_before_next_seconds, 3)
     values["job_id"] = job_id
-    session.execute(_insert_statement(session.get_bind().dialect.name), values)
+    session.execute(_insert_statement(dialect_name(session)), values)
 
 
 _INSERTS: dict[str, Any] = {}
@@ -83,7 +84,7 @@ def _insert_statement(dialect: str) -> Any:
     return statement
 
 
-def record_lost_if_missing(session: Session, job_id: str, number: int) -> bool:
+def record_lost_if_missing(session: Executor, job_id: str, number: int) -> bool:
     """Log attempt ``number`` as lost unless it was logged; True when it was missing.
 
     Called when a job is claimed for attempt ``number + 1``: an earlier attempt that left no row ended

@@ -37,7 +37,7 @@ COMPLETE_AND_LOG: TextClause = text(
             finished_at = :done_at,
             updated_at = :done_at
         WHERE id = :fence_id AND lease_owner = :fence_token AND status = 'running'
-        RETURNING id
+        RETURNING id, status
     ), logged AS (
         INSERT INTO job_attempts (job_id, number, started_at, finished_at, outcome, status_code,
                                   error_type, error, wait_before_next_seconds)
@@ -45,7 +45,7 @@ COMPLETE_AND_LOG: TextClause = text(
                :log_error_type, :log_error, :log_wait FROM done
         ON CONFLICT (job_id, number) DO NOTHING
     )
-    SELECT count(*) FROM done
+    SELECT status FROM done
     """
 ).bindparams(
     bindparam("done_result", type_=JSONType),

@@ -6,11 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.errors import Unavailable
+
+Executor = Session | Connection
+"""What runs a statement: a session, or a bare connection on the worker's hot path."""
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True, **kwargs: Any) -> Engine:
@@ -66,3 +69,25 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def connection_scope(engine: Engine) -> Iterator[Connection]:
+    """A bare connection from ``engine``'s pool, for statements that need no session (the worker's hot
+    path runs on an autocommit engine, ``domain.db_pool.autocommit_engine``). Outages map to
+    Unavailable, as in ``session_scope``."""
+    try:
+        with engine.connect() as connection:
+            yield connection
+            connection.commit()  # a no-op in autocommit mode
+    except (OperationalError, DBAPIError) as exc:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            raise Unavailable("the database is unavailable") from exc
+        raise
+
+
+def dialect_name(executor: Executor) -> str:
+    """``postgresql`` or ``sqlite``, for a session or a connection."""
+    if isinstance(executor, Connection):
+        return executor.dialect.name
+    return executor.get_bind().dialect.name

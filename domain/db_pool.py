@@ -4,7 +4,9 @@
   default pre-ping costs a round trip at every checkout, two per job; a connection in steady use does
   not need it, and one that rested through a database restart is still caught. A connection that
   breaks while in use raises as usual, and the worker's writes ride that out (``workers.db_retry``).
-- ``autocommit``: run a transaction of one statement without BEGIN and COMMIT, two round trips fewer.
+- ``autocommit_engine``: run a transaction of one statement without BEGIN and COMMIT (two round trips
+  fewer), on bare connections with none of a session's bookkeeping: the claim and a plain completion
+  run on it, once per job each.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import Session
 
 _CHECKED_IN = "batchery_checked_in"
 
@@ -39,7 +40,6 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     event.listen(engine, "checkout", checkout)
 
 
-def autocommit(session: Session) -> None:
-    """Make the session's transaction autocommit: each statement commits by itself. Call it before the
-    session runs anything; the connection goes back to the pool in its usual mode."""
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+def autocommit_engine(engine: Engine) -> Engine:
+    """A view of ``engine`` (same pool) whose connections commit each statement by itself."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

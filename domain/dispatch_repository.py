@@ -24,8 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import String, Table, any_, bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from domain.fair_share import Candidate, Lane
@@ -158,19 +160,37 @@ def lane_jobs(
 def take(session: Session, job_ids: Sequence[str], now: datetime) -> list[str]:
     """Mark the ones of ``job_ids`` still in the backlog as sent; returns them in the order given.
 
-    On PostgreSQL the rows are locked with ``SKIP LOCKED`` first: a row another transaction holds (a
-    dispatcher, a cancel) is left for a later round instead of waited for."""
+    On PostgreSQL it is one statement, with the ids as one array: the rows are locked with
+    ``SKIP LOCKED`` in a subquery, so a row another transaction holds (a dispatcher, a cancel) is left
+    for a later round instead of waited for."""
     if not job_ids:
         return []
-    ids = list(job_ids)
     if is_postgres(session):
-        locked = select(Job.id).where(Job.id.in_(ids), BACKLOG).with_for_update(skip_locked=True)
-        ids = [row[0] for row in session.execute(locked)]
-        if not ids:
-            return []
-    statement = update(Job).where(Job.id.in_(ids), BACKLOG).values(dispatched_at=now).returning(Job.id)
-    taken = {row[0] for row in session.execute(statement)}
+        rows = session.execute(_TAKE_PG, {"take_ids": list(job_ids), "take_now": now})
+    else:
+        rows = session.execute(
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(list(job_ids)), BACKLOG)
+            .values(dispatched_at=now)
+            .returning(_JOBS.c.id)
+        )
+    taken = {row[0] for row in rows}
     return [job_id for job_id in job_ids if job_id in taken]
+
+
+_JOBS = cast(Table, Job.__table__)
+_TAKE_PG = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id.in_(
+            select(_JOBS.c.id)
+            .where(_JOBS.c.id == any_(bindparam("take_ids", type_=postgresql.ARRAY(String))), BACKLOG)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(dispatched_at=bindparam("take_now"))
+    .returning(_JOBS.c.id)
+)
 
 
 def mark_unsent(session: Session, job_ids: Sequence[str]) -> None:

@@ -23,6 +23,7 @@ from domain import attempts as attempt_log
 from domain.attempts import AttemptRecord
 from domain.completion_sql import COMPLETE_AND_LOG, log_params
 from domain.costing import UsageColumns
+from domain.db import Executor, dialect_name
 from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.models import DEFAULT_TENANT, Job, utcnow
@@ -182,21 +183,42 @@ def mark_dispatched(session: Session, job_ids: list[str], when: datetime | None)
         session.execute(update(Job).where(Job.id.in_(job_ids)).values(dispatched_at=when))
 
 
-def claim(session: Session, job_id_: str, *, owner: str, lease_seconds: float) -> Claim | None:
+def claim(
+    session: Executor, job_id_: str, *, owner: str, lease_seconds: float, token: str | None = None
+) -> Claim | None:
     """Take the lease on a queued job (or one whose lease expired) and start an attempt.
 
     Returns None when the job is not claimable: finished, cancelled, or leased by a live worker.
     """
+    params = claim_values(job_id_, owner=owner, lease_seconds=lease_seconds, token=token)
+    row = session.execute(CLAIM, params).one_or_none()
+    return claim_from_row(params, row) if row is not None else None
+
+
+def claim_values(
+    job_id_: str, *, owner: str, lease_seconds: float, token: str | None = None
+) -> dict[str, Any]:
+    """The parameters of ``CLAIM``. Give the same ``token`` when trying a claim again after an error
+    (``new_lease_token``): a claim that landed although its answer was lost is then taken again, not
+    left leased to nobody until the lease expires."""
     now = utcnow()
-    token = f"{owner}:{uuid.uuid4().hex[:12]}"
-    params = {"claim_id": job_id_, "claim_now": now, "claim_token": token}
-    params["claim_until"] = now + timedelta(seconds=lease_seconds)
-    row = session.execute(_CLAIM, params).one_or_none()
-    if row is None:
-        return None
+    return {
+        "claim_id": job_id_,
+        "claim_now": now,
+        "claim_token": token or new_lease_token(owner),
+        "claim_until": now + timedelta(seconds=lease_seconds),
+    }
+
+
+def new_lease_token(owner: str) -> str:
+    return f"{owner}:{uuid.uuid4().hex[:12]}"
+
+
+def claim_from_row(values: dict[str, Any], row: Any) -> Claim:
+    """The claim that ``CLAIM`` run with ``values`` returned as ``row``."""
     return Claim(
-        job_id=job_id_,
-        token=token,
+        job_id=values["claim_id"],
+        token=values["claim_token"],
         attempt=row.attempts,
         kind=row.kind,
         model=row.model,
@@ -211,14 +233,20 @@ def claim(session: Session, job_id_: str, *, owner: str, lease_seconds: float) -
 # The worker's hot path runs these for every job, so they are built once, as Core statements on the table
 # (no ORM synchronisation), with one round trip each: the claim reads what the run needs in its RETURNING.
 _JOBS = cast(Table, Job.__table__)
-_CLAIM = (
+CLAIM = (
     update(_JOBS)
     .where(
         _JOBS.c.id == bindparam("claim_id"),
         or_(
             _JOBS.c.status == JobStatus.queued.value,
             and_(
-                _JOBS.c.status == JobStatus.running.value, _JOBS.c.lease_expires_at < bindparam("claim_now")
+                _JOBS.c.status == JobStatus.running.value,
+                or_(
+                    _JOBS.c.lease_expires_at < bindparam("claim_now"),
+                    # the same claim again: its answer was lost on the way (a connection cut), and the
+                    # retry with the same token takes the lease it already holds, counting no attempt
+                    _JOBS.c.lease_owner == bindparam("claim_token"),
+                ),
             ),
         ),
         _JOBS.c.cancel_requested_at.is_(None),
@@ -227,7 +255,9 @@ _CLAIM = (
         status=JobStatus.running.value,
         lease_owner=bindparam("claim_token"),
         lease_expires_at=bindparam("claim_until"),
-        attempts=_JOBS.c.attempts + 1,
+        attempts=case(
+            (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
+        ),
         started_at=bindparam("claim_now"),
     )
     .returning(
@@ -267,6 +297,7 @@ _COMPLETE = (
         lease_expires_at=None,
         finished_at=bindparam("done_at"),
     )
+    .returning(_JOBS.c.status)
 )
 
 
@@ -292,7 +323,7 @@ def start_retry(session: Session, claim_: Claim, *, lease_seconds: float) -> boo
 
 
 def complete(
-    session: Session,
+    session: Executor,
     claim_: Claim,
     *,
     result: dict[str, Any],
@@ -300,11 +331,32 @@ def complete(
     columns: UsageColumns,
     limiter_wait_ms: int = 0,
     attempt: AttemptRecord | None = None,
-) -> bool:
+) -> JobStatus | None:
     """Store a success; only the lease holder can. A cancel requested meanwhile wins: the result is kept
-    but the job ends cancelled. ``attempt`` is logged with it, atomically (in one statement on
-    PostgreSQL, ``domain.completion_sql``), and only when the write landed."""
-    params: dict[str, Any] = {
+    but the job ends cancelled. Answers the status stored (``succeeded`` or ``cancelled``), or ``None``
+    when the lease was lost and nothing was written. ``attempt`` is logged with it, atomically (in one
+    statement on PostgreSQL, ``domain.completion_sql``), and only when the write landed."""
+    params = complete_values(
+        claim_, result=result, usage=usage, columns=columns, limiter_wait_ms=limiter_wait_ms
+    )
+    if attempt is not None and dialect_name(session) == "postgresql":
+        return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_params(attempt)}))
+    stored = stored_status(session.scalar(_COMPLETE, params))
+    if stored is not None and attempt is not None:
+        attempt_log.record(session, claim_.job_id, attempt)
+    return stored
+
+
+def complete_values(
+    claim_: Claim,
+    *,
+    result: dict[str, Any],
+    usage: dict[str, Any] | None,
+    columns: UsageColumns,
+    limiter_wait_ms: int,
+) -> dict[str, Any]:
+    """The parameters of the completion (``COMPLETE_AND_LOG`` adds the attempt's, ``log_params``)."""
+    return {
         "fence_id": claim_.job_id,
         "fence_token": claim_.token,
         "done_result": result,
@@ -318,12 +370,10 @@ def complete(
         "done_wait_ms": limiter_wait_ms,
         "done_at": utcnow(),
     }
-    if attempt is not None and session.get_bind().dialect.name == "postgresql":
-        return bool(session.scalar(COMPLETE_AND_LOG, {**params, **log_params(attempt)}) == 1)
-    done = session.execute(_COMPLETE, params).rowcount == 1  # type: ignore[attr-defined]
-    if done and attempt is not None:
-        attempt_log.record(session, claim_.job_id, attempt)
-    return bool(done)
+
+
+def stored_status(value: str | None) -> JobStatus | None:
+    return JobStatus(value) if value is not None else None
 
 
 def fail(
@@ -335,16 +385,18 @@ def fail(
     status_code: int | None = None,
     body: dict[str, Any] | None = None,
     limiter_wait_ms: int = 0,
-) -> bool:
+) -> JobStatus | None:
     """Store a failure; only the lease holder can. The message and body are stored redacted. A cancel
-    requested meanwhile wins: the error is kept but the job ends cancelled."""
-    cancelled = session.scalar(select(Job.cancel_requested_at).where(Job.id == claim_.job_id))
-    status = JobStatus.cancelled if cancelled is not None else JobStatus.failed
-    done = session.execute(
+    requested meanwhile wins, decided under the row's lock: the error is kept but the job ends cancelled.
+    Answers the status stored (``failed`` or ``cancelled``), or ``None`` when the lease was lost."""
+    stored = session.scalar(
         update(Job)
         .where(_fenced(claim_))
         .values(
-            status=status.value,
+            status=case(
+                (Job.cancel_requested_at.is_(None), JobStatus.failed.value),
+                else_=JobStatus.cancelled.value,
+            ),
             error_type=error_type,
             error_message=redact(message)[:4000],
             error_status=status_code,
@@ -354,8 +406,9 @@ def fail(
             lease_expires_at=None,
             finished_at=utcnow(),
         )
+        .returning(Job.status)
     )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    return stored_status(stored)
 
 
 def release(session: Session, claim_: Claim, *, undo_attempt: bool = False) -> bool:

@@ -11,6 +11,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from config.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE, celery_config
 from config.settings import Settings
+from workers.task_events import install_batched_task_events
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -18,4 +19,5 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(celery_config(settings))
     names = [*settings.tiers.queues, CONTROL_QUEUE, WEBHOOK_QUEUE]
     app.conf.task_queues = [Queue(name, routing_key=name) for name in names]  # type: ignore[no-untyped-call]
+    install_batched_task_events(app)
     return app

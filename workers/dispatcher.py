@@ -11,10 +11,11 @@ One round, per tier, in one transaction (``domain.dispatch_repository`` has the 
 then, after the commit, send the ids. An id that cannot be sent goes back to the backlog. A crash
 between the commit and the send leaves a job marked sent without a message: step 2 re-sends it.
 
-Rounds run in every worker (a background thread, every ``dispatch_interval_seconds`` and right after
-each job), in ``batchery dispatcher`` for a dedicated process, and as beat's periodic ``sweep`` task.
-Any number of them can run at once: PostgreSQL's per-tier advisory lock and ``SKIP LOCKED`` keep them
-from sending a job twice, and a duplicate message is harmless anyway (the claim admits one worker).
+Rounds run in every worker (a background thread: a full round every ``dispatch_interval_seconds``, and
+a round that only tops the windows up soon after jobs finish), in ``batchery dispatcher`` for a
+dedicated process, and as beat's periodic ``sweep`` task. Any number of them can run at once:
+PostgreSQL's per-tier advisory lock and ``SKIP LOCKED`` keep them from sending a job twice, and a
+duplicate message is harmless anyway (the claim admits one worker).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from celery import Celery
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import RUN_JOB_TASK, send_by_name
+from config.celery_conf import RUN_JOB_TASK, send_many_by_name
 from config.settings import Settings
 from domain import dispatch_repository as repo
 from domain import events
@@ -45,21 +46,21 @@ from workers.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, str], bool]
-"""``send(job_id, queue)``: True once the broker has the message, False when it could not be sent."""
+Send = Callable[[Sequence[str], str], list[str]]
+"""``send(job_ids, queue)``: sends every id, and answers those the broker may not have."""
 
 MAX_LANES = 64
 RECOVERY_LIMIT = 1000
 
 
 class BrokerSender:
-    """Sends ``run_job`` messages by task name; never raises."""
+    """Sends a round's ``run_job`` messages by task name, in one round trip; never raises."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def __call__(self, job_id: str, queue: str) -> bool:
-        return send_by_name(self._app, RUN_JOB_TASK, job_id, queue)
+    def __call__(self, job_ids: Sequence[str], queue: str) -> list[str]:
+        return send_many_by_name(self._app, RUN_JOB_TASK, [(job_id, queue) for job_id in job_ids])
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +100,22 @@ class Dispatcher:
         self._lane_after: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def run_once(self) -> list[TierRound]:
-        """One round over every tier (rounds of one Dispatcher never overlap)."""
+    def run_once(self, *, recover: bool = True) -> list[TierRound]:
+        """One round over every tier (rounds of one Dispatcher never overlap). ``recover=False`` only
+        tops the windows up: the rounds that follow each finished job skip the recovery steps, which
+        the periodic rounds run."""
         with self._lock:
-            if self._broker_was_emptied():
+            if recover and self._broker_was_emptied():
                 log.warning("the broker lost its state (restart or flush): re-sending every queued id")
                 self._resend_all.update(self.tiers)
             self._rounds += 1
-            return [self.dispatch_tier(tier) for tier in self.tiers]
+            try:
+                return [self.dispatch_tier(tier, recover=recover) for tier in self.tiers]
+            except Unavailable:
+                # a round cut off by the database may have committed ids as sent and not sent them (the
+                # COMMIT's answer lost, or the ids not put back): the next full round re-sends the window
+                self._resend_all.update(self.tiers)
+                raise
 
     def _broker_was_emptied(self) -> bool:
         """Set the epoch marker if it is missing; True when it was (the first round on a new Redis too)."""
@@ -117,25 +126,28 @@ class Dispatcher:
         except (RedisError, OSError):
             return False  # nothing can be sent now anyway; the marker is checked again next round
 
-    def dispatch_tier(self, tier: str) -> TierRound:
+    def dispatch_tier(self, tier: str, *, recover: bool = True) -> TierRound:
         config = self.settings.tiers.tiers[tier]
         window = window_size(config.concurrency, self.settings.dispatch_window_factor)
-        resend_all = tier in self._resend_all
+        resend_all = recover and tier in self._resend_all
         now = utcnow()
+        requeued, resent = 0, []
         with session_scope(self.sessions) as session:
             if not repo.try_lock_tier(session, tier):
                 return TierRound(tier, skipped=True)
-            requeued, cancelled = repo.requeue_expired(session, tier, now=now, limit=RECOVERY_LIMIT)
-            for job_id in cancelled:  # their events go out with the webhook sweep
-                events.record_job_event(session, job_id, self.settings)
-            cutoff = now if resend_all else now - timedelta(seconds=self.settings.resend_after_seconds)
-            resent = repo.resend_stale(session, tier, sent_before=cutoff, now=now, limit=RECOVERY_LIMIT)
+            if recover:
+                requeued, cancelled = repo.requeue_expired(session, tier, now=now, limit=RECOVERY_LIMIT)
+                for job_id in cancelled:  # their events go out with the webhook sweep
+                    events.record_job_event(session, job_id, self.settings)
+                cutoff = now if resend_all else now - timedelta(seconds=self.settings.resend_after_seconds)
+                resent = repo.resend_stale(session, tier, sent_before=cutoff, now=now, limit=RECOVERY_LIMIT)
             flight = repo.in_flight(session, tier)
             room = window - flight.queued
             chosen = self._choose(session, tier, room, flight.loads) if room > 0 else []
             dispatched = repo.take(session, chosen, now)
-        self._resend_all.discard(tier)
-        unsent = [job_id for job_id in [*resent, *dispatched] if not self.send(job_id, config.queue)]
+        if resend_all:
+            self._resend_all.discard(tier)
+        unsent = self.send([*resent, *dispatched], config.queue) if resent or dispatched else []
         if unsent:
             with session_scope(self.sessions) as session:
                 repo.mark_unsent(session, unsent)
@@ -164,15 +176,24 @@ class Dispatcher:
 
 
 class DispatchPump:
-    """Runs dispatcher rounds on a background thread: every ``interval`` seconds and soon after
-    ``nudge()``. A database outage makes it back off; nothing it meets stops it."""
+    """Runs dispatcher rounds on a background thread: a full round every ``interval`` seconds, and a
+    top-up round soon after ``nudge()`` (at most one per ``min_gap``, so a busy worker's nudges share
+    rounds: the window holds enough ids to cover the gap). A database outage makes it back off; nothing
+    it meets stops it."""
 
     def __init__(
-        self, dispatcher: Callable[[], Dispatcher], *, interval: float, min_gap: float = 0.05
+        self,
+        dispatcher: Callable[[], Dispatcher],
+        *,
+        interval: float,
+        min_gap: float = 0.1,
+        top_up_interval: float | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self.interval = interval
         self.min_gap = min_gap
+        # a process of its own is never nudged: it tops the windows up on this timer instead
+        self.top_up_interval = top_up_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,14 +214,18 @@ class DispatchPump:
     def run(self) -> None:
         """Loop until ``stop()``."""
         backoff = 0.0
+        last_full = float("-inf")
         while not self._stop.is_set():
-            self._wake.wait(backoff or self.interval)
+            self._wake.wait(backoff or self.top_up_interval or self.interval)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            full = time.monotonic() - last_full >= self.interval
             try:
-                self._dispatcher().run_once()
+                self._dispatcher().run_once(recover=full)
                 backoff = 0.0
+                if full:
+                    last_full = time.monotonic()
             except Unavailable:
                 backoff = min(max(backoff * 2, 0.5), 5.0)
                 log.warning("dispatcher: the database is unavailable; next round in %.1fs", backoff)

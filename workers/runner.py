@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,9 +26,10 @@ from domain import attempts as attempt_log
 from domain import events, repository
 from domain.attempts import AttemptOutcome, AttemptRecord
 from domain.costing import Cost, actual_cost, estimate_cost, usage_columns
-from domain.db import session_scope
-from domain.db_pool import autocommit
+from domain.db import connection_scope, session_scope
+from domain.db_pool import autocommit_engine
 from domain.models import utcnow
+from domain.pg_hot_path import HotPath
 from domain.repository import Claim
 from domain.status import JobKind
 from workers import job_metrics, upstream
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_429_PAUSE = 1.0
 TERMINAL_WRITES = (repository.complete, repository.fail, repository.end_cancelled)
+# what a fenced write answers: whether it landed (a bool) or the status it stored (None when it did not)
+_Written = TypeVar("_Written")
 
 
 class LeaseLost(Exception):
@@ -104,6 +107,13 @@ class JobRunner:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        # the claim and a plain completion are one statement each: bare autocommit connections run them
+        # without a session's bookkeeping or BEGIN and COMMIT
+        engine = sessions.kw["bind"]
+        self._autocommit = autocommit_engine(engine)
+        self._dialect = engine.dialect.name
+        # on PostgreSQL both go straight to the pooled driver connection (``domain.pg_hot_path``)
+        self._hot = HotPath(engine) if self._dialect == "postgresql" else None
         self.client = client
         self.limiter = limiter
         self.worker_id = worker_id
@@ -123,8 +133,9 @@ class JobRunner:
     def run(self, job_id: str) -> str:
         """Run the job if it can be claimed; returns the outcome for logs and tests."""
         self._last.claim = None
+        token = repository.new_lease_token(self.worker_id)  # the same for every try of this claim
         claim = retry_unavailable(
-            lambda: self._claim(job_id),
+            lambda: self._claim(job_id, token),
             deadline=self.settings.db_retry_seconds,
             what="claiming a job",
             sleep=self.sleep,
@@ -138,24 +149,30 @@ class JobRunner:
         job_metrics.note_claim(claim)
         tier = self.settings.tiers.tiers[claim.tier]
         if claim.attempt > tier.max_attempts:
-            self._write(
+            stored = self._write(
                 repository.fail,
                 claim,
                 error_type="max_attempts_exceeded",
                 message=f"the job was started {claim.attempt - 1} times without finishing",
             )
-            return "failed"
+            return stored.value if stored is not None else "lease_lost"
         return self._attempt_all(claim, tier)
 
-    def _claim(self, job_id: str) -> Claim | None:
+    def _claim(self, job_id: str, token: str) -> Claim | None:
         """Claim the job; an earlier attempt that left no log row is logged as lost (its worker died)."""
-        with session_scope(self.sessions) as session:
-            autocommit(session)  # the claim is one statement: no BEGIN and COMMIT round trips
+        lease = self.settings.lease_seconds
+        if self._hot is not None:
+            claim = self._hot.claim(job_id, owner=self.worker_id, lease_seconds=lease, token=token)
+            if claim is not None and claim.attempt > 1:
+                with connection_scope(self._autocommit) as connection:
+                    attempt_log.record_lost_if_missing(connection, job_id, claim.attempt - 1)
+            return claim
+        with connection_scope(self._autocommit) as connection:
             claim = repository.claim(
-                session, job_id, owner=self.worker_id, lease_seconds=self.settings.lease_seconds
+                connection, job_id, owner=self.worker_id, lease_seconds=lease, token=token
             )
             if claim is not None and claim.attempt > 1:
-                attempt_log.record_lost_if_missing(session, job_id, claim.attempt - 1)
+                attempt_log.record_lost_if_missing(connection, job_id, claim.attempt - 1)
             return claim
 
     def _attempt_all(self, claim: Claim, tier: Tier) -> str:
@@ -191,7 +208,7 @@ class JobRunner:
                 claim, progress, AttemptOutcome.succeeded, status_code=response.status_code
             ),
         )
-        return "succeeded" if stored else "lease_lost"
+        return stored.value if stored is not None else "lease_lost"
 
     def _stop_when_policy_says_so(self, policy: RetryPolicy, progress: _Progress) -> Any:
         def stop(state: RetryCallState) -> bool:
@@ -313,7 +330,7 @@ class JobRunner:
         return Budget.for_model(tier.name, claim.model, limits, self.settings.tiers.burst_seconds)
 
     def _store_failure(self, claim: Claim, error: upstream.UpstreamError, progress: _Progress) -> str:
-        self._write(
+        stored = self._write(
             repository.fail,
             claim,
             error_type=error.error_type,
@@ -323,7 +340,7 @@ class JobRunner:
             limiter_wait_ms=int(progress.limiter_wait * 1000),
             attempt=self._attempt(claim, progress, AttemptOutcome.failed, error=error),
         )
-        return "failed"
+        return stored.value if stored is not None else "lease_lost"
 
     def _give_back(self, claim: Claim) -> str:
         """The limiter's wait is too long to hold a worker slot, or the worker is shutting down, and the
@@ -340,22 +357,28 @@ class JobRunner:
 
     def _write(
         self,
-        operation: Callable[..., bool],
+        operation: Callable[..., _Written],
         claim: Claim,
         *,
         attempt: AttemptRecord | None = None,
         **values: Any,
-    ) -> bool:
+    ) -> _Written:
         """Run one fenced write (with the attempt's log row, when given). A terminal one also records the
         job's webhook event in the same transaction (an outbox), and the delivery is sent once it has
         committed. A database outage is ridden out (``workers.db_retry``), never stored as a failure."""
 
-        def write() -> tuple[bool, str | None]:
+        logs_attempt_itself = operation is repository.complete  # in one statement on Postgres
+        # nothing else joins that statement's transaction: it runs alone, on the hot path
+        alone = (
+            logs_attempt_itself and not claim.has_webhook and attempt is not None and self._hot is not None
+        )
+
+        def write() -> tuple[_Written, str | None]:
+            if alone and self._hot is not None and attempt is not None:
+                return cast(_Written, self._hot.complete(claim, attempt=attempt, **values)), None
             delivery: str | None = None
             with session_scope(self.sessions) as session:
-                if operation is repository.complete:  # logs the attempt itself, in one statement on Postgres
-                    if not claim.has_webhook and session.get_bind().dialect.name == "postgresql":
-                        autocommit(session)  # nothing else joins the transaction: skip BEGIN and COMMIT
+                if logs_attempt_itself:
                     done = operation(session, claim, attempt=attempt, **values)
                 else:
                     done = operation(session, claim, **values)

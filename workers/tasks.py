@@ -56,7 +56,7 @@ class WorkerState:
     def runner(self) -> JobRunner:
         with self._lock:
             if self._runner is None:
-                pool_size = min(self.concurrency + 2, 64)
+                pool_size = self.settings.worker_db_pool_size or min(self.concurrency + 2, 64)
                 engine = make_engine(self.settings.database_url, pool_size=pool_size, pre_ping=False)
                 ping_when_idle(engine, IDLE_PING_SECONDS)
                 client = make_client(max_connections=self.settings.upstream_max_connections)
@@ -114,7 +114,11 @@ class WorkerState:
             os._exit(1)
 
 
-def register_tasks(app: Celery, settings: Settings, *, concurrency: int = 16) -> WorkerState:
+def register_tasks(
+    app: Celery, settings: Settings, *, concurrency: int = 16, dispatch: bool = True
+) -> WorkerState:
+    """Register batchery's tasks on ``app``. With ``dispatch`` the worker also runs dispatcher rounds on a
+    background thread; without it, a ``batchery dispatcher`` process must keep the tier queues filled."""
     state = WorkerState(settings, app, concurrency)
     state.webhooks = register_webhook_tasks(app, settings, lambda: state.runner().sessions)
     state.batches = register_batch_tasks(
@@ -142,7 +146,8 @@ def register_tasks(app: Celery, settings: Settings, *, concurrency: int = 16) ->
         queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or ())
         served = [name for name, tier in settings.tiers.tiers.items() if tier.queue in queues]
         state.dispatch_tiers = served or None
-        state.pump.start()
+        if dispatch:
+            state.pump.start()
 
     def on_shutting_down(**_: Any) -> None:
         state.begin_shutdown()

@@ -5,12 +5,18 @@ priority overtakes the big tenant's backlog and its own earlier jobs."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from config.settings import Settings
+from domain.db import make_engine, make_session_factory
+from domain.dispatch_repository import queued_in_window
+from domain.fair_share import window_size
+from domain.submission import WindowRooms
 from tests.factories import chat_request
 from tests.support.job_rows import bulk_insert, migrated_database, query, status_counts
 from tests.support.keys import create_key
@@ -23,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 log = logging.getLogger(__name__)
 
 BACKLOG = 100_000
+WINDOW_FACTOR: float = Settings.model_fields["dispatch_window_factor"].default
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +72,24 @@ def test_a_small_tenant_is_served_while_a_big_backlog_drains(stack: Stack, datab
     assert status_counts(database, "big")["queued"] > BACKLOG - 2000  # still draining
 
 
+def _window_is_full(database: str) -> bool:
+    engine = make_engine(database)
+    try:
+        with make_session_factory(engine)() as session:
+            return queued_in_window(session, "standard") >= window_size(4, WINDOW_FACTOR)
+    finally:
+        engine.dispose()
+
+
 def test_a_higher_priority_job_overtakes_the_backlog(stack: Stack, database: str) -> None:
-    stack.processes["worker0"].stop()  # the queue keeps its window; nothing is dispatched meanwhile
+    stack.processes["worker0"].stop()
+    # The worker may stop before its last finished jobs were topped up: a window with room would let the
+    # API send the earlier jobs straight to the queue, ahead of anything submitted later. One dedicated
+    # dispatcher fills the window, then stops; nothing is dispatched while the jobs are submitted.
+    dispatcher = stack.start_dispatcher()
+    wait_for(lambda: _window_is_full(database), timeout=30, what="a full window")
+    dispatcher.stop()
+    time.sleep(WindowRooms().ttl * 2)  # the API re-reads the window instead of counting down an old read
     with stack.api(create_key(database, tenant="big")) as big:
         earlier = _submit(big, 30)
         urgent = _submit(big, 1, priority=10)[0]

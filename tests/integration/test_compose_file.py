@@ -43,6 +43,10 @@ def test_compose_file_is_valid_and_complete() -> None:
     for name in expected - {"migrate"}:
         assert "healthcheck" in services[name], name
     assert json.dumps(services["api"]["environment"]).count("postgresql://") == 1
+    # one dispatcher process fills the queues, so no worker spends its own CPU on dispatching
+    assert services["dispatcher"]["command"] == ["batchery", "dispatcher"]
+    workers = [name for name in services if name.startswith("worker-")]
+    assert workers and all("--no-dispatch" in services[name]["command"] for name in workers)
 
 
 def test_simulator_runs_under_its_profile() -> None:

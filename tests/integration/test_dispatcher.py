@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings, load_settings
 from domain import dispatch_repository, repository
 from domain.db import make_engine, make_session_factory, session_scope
+from domain.errors import Unavailable
 from domain.models import Job, WebhookDelivery, utcnow
 from domain.status import JobStatus
 from tests.factories import new_job
+from tests.support.processes import free_port
 from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
 from workers.redis_keys import RedisKeys
@@ -35,12 +37,12 @@ class Recorder:
         self.fail = False
         self._lock = threading.Lock()
 
-    def __call__(self, job_id: str, queue: str) -> bool:
+    def __call__(self, job_ids: Sequence[str], queue: str) -> list[str]:
         if self.fail:
-            return False
+            return list(job_ids)
         with self._lock:
-            self.sent.append(job_id)
-        return True
+            self.sent.extend(job_ids)
+        return []
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -182,6 +184,29 @@ def test_lost_messages_are_sent_again(
     assert sorted(sender.sent[4:]) == sorted(ids)
     broker.delete(epoch)
     broker.close()
+
+
+def test_a_round_cut_off_by_the_database_is_followed_by_a_round_that_resends_the_window(
+    tmp_path: Path, database_url: str, redis_url: str, sessions: sessionmaker[Session], tier: str
+) -> None:
+    settings = _settings(tmp_path, database_url, redis_url, tier, resend_after_seconds=600)
+    ids = _jobs(sessions, tier, 3)
+    sender = Recorder()
+    dispatcher = Dispatcher(settings, sessions, sender, tiers=[tier])
+    dispatcher.run_once()
+    assert sorted(sender.sent) == sorted(ids)
+
+    unreachable = make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none", pool_size=1)
+    dispatcher.sessions = make_session_factory(unreachable)  # the database goes away for a round
+    with pytest.raises(Unavailable):
+        dispatcher.run_once()
+    unreachable.dispose()
+    dispatcher.sessions = sessions
+
+    assert dispatcher.run_once(recover=False)[0].resent == 0  # a top-up round recovers nothing
+    assert dispatcher.run_once()[0].resent == 3  # the next full round re-sends the whole window
+    assert sorted(sender.sent[3:]) == sorted(ids)
+    assert dispatcher.run_once()[0].resent == 0  # and only once
 
 
 def test_dispatchers_at_once_never_send_a_job_twice(

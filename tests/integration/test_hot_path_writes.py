@@ -4,7 +4,6 @@ connections pinged only after being idle."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -17,9 +16,10 @@ from domain import repository
 from domain.attempts import AttemptOutcome, AttemptRecord, list_attempts
 from domain.bulk_jobs import fast_path_quota, insert_jobs
 from domain.costing import UsageColumns
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.db_pool import autocommit, ping_when_idle
+from domain.db import connection_scope, make_engine, session_scope
+from domain.db_pool import autocommit_engine, ping_when_idle
 from domain.models import Job, utcnow
+from domain.status import JobStatus
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration
@@ -29,14 +29,6 @@ COLUMNS = UsageColumns(
 )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
 def _stored(sessions: sessionmaker[Session], **overrides: Any) -> str:
     with session_scope(sessions) as session:
         job, _ = repository.create_job(session, new_job(**overrides))
@@ -44,9 +36,8 @@ def _stored(sessions: sessionmaker[Session], **overrides: Any) -> str:
 
 
 def _claim(sessions: sessionmaker[Session], job_id: str) -> repository.Claim:
-    with session_scope(sessions) as session:
-        autocommit(session)
-        claim = repository.claim(session, job_id, owner="w1", lease_seconds=60)
+    with connection_scope(autocommit_engine(sessions.kw["bind"])) as connection:  # as the worker claims
+        claim = repository.claim(connection, job_id, owner="w1", lease_seconds=60)
     assert claim is not None
     return claim
 
@@ -78,15 +69,14 @@ def test_a_success_and_its_attempt_are_stored_together_and_only_by_the_lease_hol
     claim = _claim(sessions, job_id)
     stale = replace(claim, token="w0:expired")  # a worker whose lease was taken over
 
-    with session_scope(sessions) as session:
-        autocommit(session)
+    on_a_connection = autocommit_engine(sessions.kw["bind"])  # as the worker writes a plain completion
+    with connection_scope(on_a_connection) as connection:
         lost = repository.complete(
-            session, stale, result={"id": "x"}, usage=None, columns=COLUMNS, attempt=_attempt()
+            connection, stale, result={"id": "x"}, usage=None, columns=COLUMNS, attempt=_attempt()
         )
-    with session_scope(sessions) as session:
-        autocommit(session)
+    with connection_scope(on_a_connection) as connection:
         stored = repository.complete(
-            session,
+            connection,
             claim,
             result={"id": "r"},
             usage={"total_tokens": 12},
@@ -94,7 +84,7 @@ def test_a_success_and_its_attempt_are_stored_together_and_only_by_the_lease_hol
             attempt=_attempt(),
         )
 
-    assert (lost, stored) == (False, True)
+    assert (lost, stored) == (None, JobStatus.succeeded)
     with session_scope(sessions) as session:
         job = session.get(Job, job_id)
         assert job is not None and job.status == "succeeded" and job.result == {"id": "r"}
@@ -112,9 +102,11 @@ def test_a_cancel_requested_during_the_call_wins_and_the_attempt_is_still_logged
         session.execute(update(Job).where(Job.id == job_id).values(cancel_requested_at=utcnow()))
 
     with session_scope(sessions) as session:
-        assert repository.complete(
+        stored = repository.complete(
             session, claim, result={"id": "r"}, usage=None, columns=COLUMNS, attempt=_attempt()
         )
+
+    assert stored is JobStatus.cancelled
 
     with session_scope(sessions) as session:
         job = session.get(Job, job_id)
@@ -160,3 +152,19 @@ def test_an_idle_connection_that_died_is_replaced_before_use(postgres_url: str) 
             assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
     finally:
         engine.dispose()
+
+
+def test_a_claim_tried_again_with_its_token_takes_its_own_lease_without_a_new_attempt(
+    sessions: sessionmaker[Session],
+) -> None:
+    job_id = _stored(sessions)
+    token = repository.new_lease_token("w1")
+    engine = autocommit_engine(sessions.kw["bind"])
+    with connection_scope(engine) as connection:  # landed, but say its answer was lost on the way
+        first = repository.claim(connection, job_id, owner="w1", lease_seconds=60, token=token)
+    with connection_scope(engine) as connection:
+        again = repository.claim(connection, job_id, owner="w1", lease_seconds=60, token=token)
+        other = repository.claim(connection, job_id, owner="w2", lease_seconds=60)
+
+    assert first is not None and again is not None and other is None
+    assert (first.token, first.attempt) == (again.token, again.attempt) == (token, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -12,21 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import repository
 from domain.costing import UsageColumns
-from domain.db import make_engine, make_session_factory, session_scope
+from domain.db import session_scope
 from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.models import Job, utcnow
 from domain.status import JobStatus
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _create(sessions: sessionmaker[Session], **overrides: object) -> str:
@@ -64,11 +55,12 @@ def test_claim_is_exclusive_and_completion_is_fenced(sessions: sessionmaker[Sess
     columns = UsageColumns(prompt_tokens=3, completion_tokens=4, total_tokens=7)
     with session_scope(sessions) as session:
         late = repository.complete(session, first, result={"late": True}, usage=None, columns=columns)
-    assert late is False
+    assert late is None
     with session_scope(sessions) as session:
-        assert repository.complete(
+        stored = repository.complete(
             session, second, result={"ok": 1}, usage={"total_tokens": 7}, columns=columns
         )
+    assert stored is JobStatus.succeeded
     with session_scope(sessions) as session:
         job = repository.get_job(session, job_id)
         assert job.status == JobStatus.succeeded.value

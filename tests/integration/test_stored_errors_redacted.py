@@ -8,6 +8,7 @@ import pytest
 from domain import repository
 from domain.db import make_engine, make_session_factory, session_scope
 from domain.models import Job
+from domain.status import JobStatus
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,7 @@ def test_failure_message_and_body_are_stored_redacted(sqlite_url: str) -> None:
                 status_code=401,
                 body={"error": {"message": f"key {PROVIDER_KEY}", "echo": [f"Bearer {BATCHERY_KEY}"]}},
             )
-            assert stored
+            assert stored is JobStatus.failed
         with session_scope(sessions) as session:
             row = session.get(Job, job.id)
             assert row is not None

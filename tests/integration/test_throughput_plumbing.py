@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 
 from config.broker_transport import Channel
-from config.celery_conf import RUN_JOB_TASK, celery_config
+from config.celery_conf import RUN_JOB_TASK, celery_config, send_many_by_name
 from config.settings import load_settings
 from domain import metric_catalog as catalog
 from domain.metric_buffer import BufferedMetricStore
@@ -44,6 +44,42 @@ def test_the_broker_channel_reuses_one_client_until_its_pool_is_replaced(redis_u
         assert len(messages) == 3 and all(m["headers"]["task"] == RUN_JOB_TASK for m in messages)
     finally:
         client.delete("transport-test")
+        app.close()
+
+
+def test_a_round_of_messages_goes_out_as_one_pipelined_batch(redis_url: str) -> None:
+    app = Celery("batch-send-test", set_as_current=False)
+    app.conf.update(celery_config(load_settings(redis_url=redis_url)))
+    client = redis.Redis.from_url(redis_url)
+    client.delete("batch-a", "batch-b")
+    ids = [f"job_{index}" for index in range(40)]
+    try:
+        with app.connection_for_write() as connection, app.producer_or_acquire() as producer:
+            # kombu would quietly publish one by one if the channel refused batches
+            assert connection.default_channel.supports_batch_publish
+            assert producer.supports_batch_publish
+        unsent = send_many_by_name(
+            app, RUN_JOB_TASK, [(job_id, f"batch-{'ab'[i % 2]}") for i, job_id in enumerate(ids)]
+        )
+        queued = [json.loads(raw) for key in ("batch-a", "batch-b") for raw in client.lrange(key, 0, -1)]
+    finally:
+        client.delete("batch-a", "batch-b")
+        app.close()
+
+    assert unsent == []
+    assert sorted(m["headers"]["argsrepr"] for m in queued) == sorted(repr([job_id]) for job_id in ids)
+    assert all(m["headers"]["task"] == RUN_JOB_TASK for m in queued)
+
+
+def test_a_batch_the_broker_does_not_take_is_answered_as_unsent() -> None:
+    app = Celery("batch-send-down", set_as_current=False)
+    # a port nothing listens on (port 9 is discard, closed here): the connection is refused at once
+    app.conf.update(celery_config(load_settings(redis_url="redis://127.0.0.1:9/0")))
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "max_retries": 0}
+    app.conf.broker_connection_retry = False
+    try:
+        assert send_many_by_name(app, RUN_JOB_TASK, [("job_a", "q"), ("job_b", "q")]) == ["job_a", "job_b"]
+    finally:
         app.close()
 
 

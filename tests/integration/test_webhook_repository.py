@@ -4,7 +4,6 @@ a retry schedule kept in the database, the due-poll, and redelivery."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import load_settings
 from domain import events, repository
 from domain import webhook_repository as repo
-from domain.db import make_engine, make_session_factory, session_scope
+from domain.db import session_scope
 from domain.errors import Conflict, NotFound
 from domain.models import WebhookDelivery, utcnow
 from domain.webhook_repository import AttemptRecord, DeliveryStatus
@@ -22,14 +21,6 @@ from tests.factories import new_job
 pytestmark = pytest.mark.integration
 
 URL = "https://receiver.example/hook"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _record(sessions: sessionmaker[Session], subject: str = "job_x", first_delay: float = 0.0) -> str:
