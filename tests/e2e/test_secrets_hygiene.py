@@ -96,7 +96,8 @@ def _workload(run: Run) -> list[dict[str, Any]]:
         assert api.get("/v1/usage").status_code == 200
         assert api.get("/v1/jobs", params={"limit": 20}).status_code == 200
         wait_for(lambda: len(_received(run)) > len(REQUESTS), timeout=30, what="the webhooks")
-    with run.stack.api(run.key[:-1] + "x") as wrong, run.stack.api("") as anonymous:
+    wrong_key = run.key[:-1] + ("y" if run.key.endswith("x") else "x")  # never the key itself
+    with run.stack.api(wrong_key) as wrong, run.stack.api("") as anonymous:
         assert wrong.get("/v1/jobs").status_code == 401
         assert anonymous.get("/v1/jobs").status_code == 401
     return jobs
