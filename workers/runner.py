@@ -104,6 +104,7 @@ class JobRunner:
         sleep: Callable[[float], None] = time.sleep,
         max_limiter_wait: float = 30.0,
         stopping: Callable[[], bool] | None = None,
+        hot_connections: int = 4,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -112,8 +113,8 @@ class JobRunner:
         engine = sessions.kw["bind"]
         self._autocommit = autocommit_engine(engine)
         self._dialect = engine.dialect.name
-        # on PostgreSQL both go straight to the pooled driver connection (``domain.pg_hot_path``)
-        self._hot = HotPath(engine) if self._dialect == "postgresql" else None
+        # on PostgreSQL both run on autocommit connections of their own (``domain.pg_hot_path``)
+        self._hot = HotPath(engine, size=hot_connections) if self._dialect == "postgresql" else None
         self.client = client
         self.limiter = limiter
         self.worker_id = worker_id
@@ -124,6 +125,11 @@ class JobRunner:
         self.learned = LearnedLimits()
         self.stopping = stopping
         self._last = threading.local()
+
+    def close(self) -> None:
+        """Close the hot path's connections (the session factory's engine is the caller's)."""
+        if self._hot is not None:
+            self._hot.close()
 
     def last_claim(self) -> Claim | None:
         """The claim of this thread's latest ``run`` (None when it claimed nothing)."""

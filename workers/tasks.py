@@ -71,6 +71,7 @@ class WorkerState:
                     notify_webhook=self.send_webhook,
                     sleep=self.gate.sleep,
                     stopping=self.gate.is_stopping,
+                    hot_connections=pool_size,
                 )
             return self._runner
 

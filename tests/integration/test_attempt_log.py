@@ -84,10 +84,22 @@ def _upstream(
     return client
 
 
+_RUNNERS: list[JobRunner] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_runners() -> Iterator[None]:
+    yield
+    while _RUNNERS:
+        _RUNNERS.pop().close()
+
+
 def _runner(
     settings: Settings, sessions: sessionmaker[Session], client: httpx.Client, **extra: Any
 ) -> JobRunner:
-    return JobRunner(settings, sessions, client, None, worker_id="w", sleep=lambda _s: None, **extra)
+    runner = JobRunner(settings, sessions, client, None, worker_id="w", sleep=lambda _s: None, **extra)
+    _RUNNERS.append(runner)
+    return runner
 
 
 def _job(sessions: sessionmaker[Session], tier: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +18,7 @@ from domain.costing import UsageColumns
 from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unavailable
 from domain.models import Job, utcnow
-from domain.pg_hot_path import HotPath
+from domain.pg_hot_path import APPLICATION_NAME, HotConnections, HotPath
 from domain.status import JobStatus
 from tests.factories import new_job
 
@@ -33,6 +34,22 @@ def engine(postgres_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+_OPEN: list[HotPath] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_hot_paths() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def _hot(engine: Engine) -> HotPath:
+    hot = HotPath(engine, size=1)
+    _OPEN.append(hot)
+    return hot
+
+
 def _stored(sessions: sessionmaker[Session], **overrides: object) -> str:
     with session_scope(sessions) as session:
         job, _ = repository.create_job(session, new_job(**overrides))
@@ -41,7 +58,7 @@ def _stored(sessions: sessionmaker[Session], **overrides: object) -> str:
 
 def test_the_claim_answers_as_the_repository_does(engine: Engine) -> None:
     sessions = make_session_factory(engine)
-    hot = HotPath(engine)
+    hot = _hot(engine)
     plain, hooked = _stored(sessions), _stored(sessions, webhook_url="https://example.com/hook")
 
     first = hot.claim(plain, owner="w1", lease_seconds=60)
@@ -59,7 +76,7 @@ def test_the_claim_answers_as_the_repository_does(engine: Engine) -> None:
 
 def test_the_completion_is_fenced_stores_json_and_logs_the_attempt(engine: Engine) -> None:
     sessions = make_session_factory(engine)
-    hot = HotPath(engine)
+    hot = _hot(engine)
     job_id, cancelled_id = _stored(sessions), _stored(sessions)
     claim = hot.claim(job_id, owner="w1", lease_seconds=60)
     other = hot.claim(cancelled_id, owner="w1", lease_seconds=60)
@@ -87,24 +104,75 @@ def test_the_completion_is_fenced_stores_json_and_logs_the_attempt(engine: Engin
         assert kept is not None and kept.status == "cancelled" and kept.usage is None
 
 
-def test_a_connection_lost_under_it_is_unavailable_then_replaced(engine: Engine, postgres_url: str) -> None:
-    sessions = make_session_factory(engine)
-    hot = HotPath(engine)
-    first, second = _stored(sessions), _stored(sessions)
-    with engine.connect() as connection:  # the pool's one connection: note its backend, then return it
-        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+def _terminate_hot_connections(postgres_url: str) -> int:
+    """End every hot-path connection to the test's database; how many there were."""
     killer = make_engine(postgres_url, pool_size=1)
     try:
         with killer.connect() as connection:
-            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+            ended = connection.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name AND datname = current_database()"
+                ),
+                {"name": APPLICATION_NAME},
+            )
+            return int(ended.scalar_one())
     finally:
         killer.dispose()
 
+
+def test_a_connection_lost_under_it_is_unavailable_then_replaced(engine: Engine, postgres_url: str) -> None:
+    sessions = make_session_factory(engine)
+    hot = _hot(engine)
+    warm, first, second = _stored(sessions), _stored(sessions), _stored(sessions)
+    assert hot.claim(warm, owner="w1", lease_seconds=60) is not None  # opens the one connection
+    assert _terminate_hot_connections(postgres_url) >= 1
+
     with pytest.raises(Unavailable):
-        hot.claim(first, owner="w1", lease_seconds=60)
-    claim = hot.claim(second, owner="w1", lease_seconds=60)  # a new connection in the pool
+        hot.claim(first, owner="w1", lease_seconds=60)  # used again at once: no ping, the statement fails
+    claim = hot.claim(second, owner="w1", lease_seconds=60)  # on a new connection
 
     assert claim is not None and claim.job_id == second
+
+
+def test_a_connection_that_died_while_idle_is_pinged_and_replaced(engine: Engine, postgres_url: str) -> None:
+    sessions = make_session_factory(engine)
+    hot = _hot(engine)
+    hot.connections.idle_ping_seconds = 0.0  # every connection counts as idle
+    warm, job_id = _stored(sessions), _stored(sessions)
+    assert hot.claim(warm, owner="w1", lease_seconds=60) is not None
+    assert _terminate_hot_connections(postgres_url) >= 1
+
+    claim = hot.claim(job_id, owner="w1", lease_seconds=60)  # the ping fails, a new connection serves
+
+    assert claim is not None and claim.job_id == job_id
+
+
+def _backend_pid(connections: HotConnections) -> int:
+    with connections.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid() AS pid")
+        row = cursor.fetchone()
+        assert row is not None
+        return int(row.pid)
+
+
+def test_connections_are_lent_one_at_a_time_and_kept_after_a_refused_statement(engine: Engine) -> None:
+    connections = HotConnections.for_engine(engine, 1)
+    connections.wait_seconds = 0.05
+    pid = _backend_pid(connections)
+
+    with connections.cursor():
+        with pytest.raises(Unavailable, match="no database connection free"):
+            with connections.cursor():
+                pass
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        with connections.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    assert _backend_pid(connections) == pid  # the same connection, still in autocommit mode
+    with connections.cursor() as cursor:
+        assert cursor.connection.autocommit is True
+    connections.close()
 
 
 def test_a_server_that_cannot_be_reached_is_unavailable(postgres_url: str) -> None:
@@ -116,14 +184,14 @@ def test_a_server_that_cannot_be_reached_is_unavailable(postgres_url: str) -> No
     engine = make_engine(unreachable.render_as_string(hide_password=False), pool_size=1)
     try:
         with pytest.raises(Unavailable):
-            HotPath(engine).claim("job_none", owner="w1", lease_seconds=60)
+            _hot(engine).claim("job_none", owner="w1", lease_seconds=60)
     finally:
         engine.dispose()
 
 
 def test_a_claim_tried_again_with_its_token_counts_one_attempt(engine: Engine) -> None:
     sessions = make_session_factory(engine)
-    hot = HotPath(engine)
+    hot = _hot(engine)
     job_id = _stored(sessions)
     token = repository.new_lease_token("w1")
 

@@ -69,6 +69,7 @@ def test_a_503_then_a_success_is_two_calls_one_retry_and_the_usage(sqlite_url: s
     try:
         outcome = metrics.run(job.id, runner.run)
     finally:
+        runner.close()
         engine.dispose()
         client.close()
 
@@ -118,6 +119,7 @@ def test_a_cancel_requested_during_the_call_is_counted_as_cancelled(
             row = repository.get_job(session, job.id)
             status, kept = row.status, row.result if stored_fields == "result" else row.error_type
     finally:
+        runner.close()
         engine.dispose()
         client.close()
 
