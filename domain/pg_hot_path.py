@@ -17,6 +17,7 @@ The tests run the claim and the completion on both paths (``tests/integration/te
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ from domain.models import utcnow
 from domain.repository import Claim
 from domain.status import JobStatus
 
+_NAMED = re.compile(r"%\(([^)]+)\)s")
+
 
 class CompiledStatement:
     """A SQLAlchemy statement compiled once for psycopg: its SQL, its constant parameters, the columns
@@ -47,7 +50,10 @@ class CompiledStatement:
         self, statement: ClauseElement, engine: Engine, *, json_params: tuple[str, ...] = ()
     ) -> None:
         compiled: Any = statement.compile(dialect=engine.dialect)
-        self.sql: str = compiled.string
+        # positional placeholders: psycopg then passes the values as they are, instead of matching
+        # every named placeholder to its value at each execution
+        self.names: list[str] = []
+        self.sql: str = _NAMED.sub(self._positional, compiled.string)
         self.constants = {
             name: bind.value
             for name, bind in compiled.binds.items()
@@ -57,7 +63,12 @@ class CompiledStatement:
         self.now_columns = tuple(column.key for column in update_prefetch)
         self.json_params = json_params
 
-    def parameters(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _positional(self, match: re.Match[str]) -> str:
+        self.names.append(match.group(1))
+        return "%s"
+
+    def parameters(self, values: dict[str, Any]) -> list[Any]:
+        """The statement's parameters, in placeholder order."""
         params = {**self.constants, **values}
         if self.now_columns:
             now = utcnow()
@@ -65,7 +76,7 @@ class CompiledStatement:
                 params.setdefault(name, now)
         for name in self.json_params:
             params[name] = Jsonb(params[name])
-        return params
+        return [params[name] for name in self.names]
 
 
 IDLE_PING_SECONDS = 30.0
