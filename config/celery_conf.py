@@ -1,6 +1,7 @@
 """The Celery configuration shared by the API (which only sends) and the workers (which run).
 
-JSON only, ids only on the wire, late acks, and a visibility timeout far above the longest job.
+JSON only, ids only on the wire, late acks held in the worker's memory (the database is the ledger), and a
+visibility timeout far above the longest job for when kombu's ack emulation is turned on.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Keyword settings for ``Celery.conf.update``."""
     transport = {
         "visibility_timeout": settings.visibility_timeout_seconds,
+        # without it, consuming a message costs no Redis command beyond the BRPOP (``docs/reliability.md``)
+        "ack_emulation": settings.broker_ack_emulation,
         "socket_timeout": 10,
         "socket_connect_timeout": 5,
         "retry_on_timeout": True,

@@ -8,11 +8,13 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from celery import Celery
+from kombu import Queue
 
 from config.broker_transport import Channel
 from config.celery_conf import RUN_JOB_TASK, celery_config, send_many_by_name
@@ -80,6 +82,53 @@ def test_a_batch_the_broker_does_not_take_is_answered_as_unsent() -> None:
     try:
         assert send_many_by_name(app, RUN_JOB_TASK, [("job_a", "q"), ("job_b", "q")]) == ["job_a", "job_b"]
     finally:
+        app.close()
+
+
+def _receive_one(app: Celery, queue: str, *, ack: bool) -> tuple[dict[str, object], int]:
+    """Consume one message from ``queue`` the way a worker does (late ack, prefetch 1); returns its body
+    and the entries of kombu's unacknowledged-message hash in Redis while it is held."""
+    received: list[Any] = []
+    client = redis.Redis.from_url(app.conf.broker_url)
+    try:
+        with app.connection_for_read() as connection:
+            consumer = connection.Consumer(
+                [Queue(queue)], accept=["json"], callbacks=[lambda _body, message: received.append(message)]
+            )
+            consumer.qos(prefetch_count=1)
+            with consumer:
+                connection.drain_events(timeout=5)
+                held = int(client.hlen("unacked"))
+                if ack:
+                    received[0].ack()
+        return dict(received[0].headers), held
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("emulation", [False, True])
+def test_consuming_costs_no_redis_bookkeeping_and_a_closed_consumer_gives_its_message_back(
+    redis_url: str, emulation: bool
+) -> None:
+    app = Celery("ack-test", set_as_current=False)
+    app.conf.update(celery_config(load_settings(redis_url=redis_url, broker_ack_emulation=emulation)))
+    client = redis.Redis.from_url(redis_url)
+    client.delete("ack-test", "unacked", "unacked_index")
+    try:
+        app.send_task(RUN_JOB_TASK, args=["job_a"], queue="ack-test")
+        headers, held = _receive_one(app, "ack-test", ack=False)
+        assert headers["task"] == RUN_JOB_TASK
+        # by default a held message lives only in the worker's memory; kombu's ack emulation (the
+        # setting on) writes every one to Redis as well, and removes it again on the ack
+        assert held == (1 if emulation else 0)
+        # closed without an ack (a worker's warm shutdown): the message is back in its queue
+        assert client.llen("ack-test") == 1
+        again, _ = _receive_one(app, "ack-test", ack=True)
+        assert again["id"] == headers["id"]
+        assert client.llen("ack-test") == 0 and client.hlen("unacked") == 0
+    finally:
+        client.delete("ack-test", "unacked", "unacked_index")
+        client.close()
         app.close()
 
 
