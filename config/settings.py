@@ -129,7 +129,8 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(default=6 * 3600, ge=60)
     # Off: a worker acknowledges its messages in its own memory only; the database is the ledger, and the
     # dispatcher re-sends what a dead worker held. On: kombu's ack emulation keeps every unacknowledged
-    # message in Redis as well, and hands it out again after the visibility timeout (README: "Acknowledgements")
+    # message in Redis as well, and hands it out again after the visibility timeout
+    # (README: "Acknowledgements and the visibility timeout")
     broker_ack_emulation: bool = False
     lease_seconds: float = Field(default=900.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
