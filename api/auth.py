@@ -76,7 +76,7 @@ def require_scope(scope: str | Scope) -> Any:
     """A dependency (for ``dependencies=[...]``) that answers 403 unless the key has ``scope``."""
     wanted = Scope(scope).value
 
-    def check_scope(principal: PrincipalDep) -> Principal:
+    async def check_scope(principal: PrincipalDep) -> Principal:
         if not principal.allows(wanted):
             raise PermissionDenied(
                 f"this API key lacks the {wanted!r} scope (it has: {', '.join(sorted(principal.scopes))})",

@@ -1,4 +1,8 @@
-"""FastAPI dependencies as Annotated aliases; tests swap them through ``dependency_overrides``."""
+"""FastAPI dependencies as Annotated aliases; tests swap them through ``dependency_overrides``.
+
+A dependency that does no I/O is ``async def``: FastAPI runs a plain ``def`` one on a worker thread,
+and the hop there and back cost more than the rest of a submission (``bench/README.md``). Those that
+touch the database (the session, the key lookup) stay plain functions, off the event loop."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from config.settings import Settings
 from domain.db import session_scope
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -24,12 +28,12 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_enqueuer(request: Request) -> Enqueuer:
+async def get_enqueuer(request: Request) -> Enqueuer:
     enqueuer: Enqueuer = request.app.state.enqueuer
     return enqueuer
 
 
-def get_tenant(principal: PrincipalDep) -> str:
+async def get_tenant(principal: PrincipalDep) -> str:
     """The caller's tenant, from its API key (``api.auth``): every query is scoped to it."""
     return principal.tenant_id
 

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from domain.job_counters import JobCounters
 
 
-def get_job_counters(request: Request) -> JobCounters:
+async def get_job_counters(request: Request) -> JobCounters:
     """The app's counters, made on first use."""
     state = request.app.state
     counters: JobCounters | None = getattr(state, "job_counters", None)

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from domain.submission import WindowRooms
 
 
-def get_window_rooms(request: Request) -> WindowRooms:
+async def get_window_rooms(request: Request) -> WindowRooms:
     state = request.app.state
     rooms: WindowRooms | None = getattr(state, "window_rooms", None)
     if rooms is None:
