@@ -26,6 +26,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from domain import api_keys
@@ -52,10 +54,12 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 _UNAUTHENTICATED = Principal(tenant_id=DEFAULT_TENANT, scopes=ALL_SCOPES, key_id=None)
 
 
-def authenticate(
+async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    """The caller, from its bearer key (or the default tenant when authentication is off)."""
+    """The caller, from its bearer key (or the default tenant when authentication is off). The key is
+    looked up on every request, so a revoked key stops working at once; the lookup runs on a worker
+    thread, never on the event loop."""
     settings: Settings = request.app.state.settings
     if settings.auth_disabled:
         return _UNAUTHENTICATED
@@ -65,8 +69,12 @@ def authenticate(
             "'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
-    with session_scope(request.app.state.sessions) as session:
-        return api_keys.authenticate(session, credentials.credentials, now=datetime.now(UTC))
+    return await run_in_threadpool(_look_up, request.app.state.sessions, credentials.credentials)
+
+
+def _look_up(sessions: sessionmaker[Session], presented: str) -> Principal:
+    with session_scope(sessions) as session:
+        return api_keys.authenticate(session, presented, now=datetime.now(UTC))
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]

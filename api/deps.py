@@ -1,21 +1,23 @@
 """FastAPI dependencies as Annotated aliases; tests swap them through ``dependency_overrides``.
 
-A dependency that does no I/O is ``async def``: FastAPI runs a plain ``def`` one on a worker thread,
-and the hop there and back cost more than the rest of a submission (``bench/README.md``). Those that
-touch the database (the session, the key lookup) stay plain functions, off the event loop."""
+Every dependency is ``async def``: FastAPI runs a plain ``def`` one on a worker thread, and each hop
+there and back costs more than the rest of a submission (``bench/README.md``). None of them does I/O
+on the event loop: a session connects on first use, on the route's own thread, and ending it goes to
+a worker thread only when it holds a transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep
 from api.enqueue import Enqueuer
 from config.settings import Settings
-from domain.db import session_scope
+from domain.db import end_session, needs_ending
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -23,9 +25,23 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with session_scope(request.app.state.sessions) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session, committed when the route returns and rolled back when it raises (as
+    ``domain.db.session_scope``). A route that commits its own work leaves nothing to end: no extra hop."""
+    session: Session = request.app.state.sessions()
+    try:
         yield session
+    except BaseException:
+        await _end(session, failed=True)
+        raise
+    await _end(session, failed=False)
+
+
+async def _end(session: Session, *, failed: bool) -> None:
+    if needs_ending(session):
+        await run_in_threadpool(end_session, session, failed=failed)
+    else:
+        session.close()
 
 
 async def get_enqueuer(request: Request) -> Enqueuer:

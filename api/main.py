@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_session_factory(engine)
         app.state.enqueuer = Enqueuer(settings)
         app.state.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        # What exists now (the app, its routes and schemas, the libraries) lives as long as the process:
+        # frozen, it is left out of every later collection, so a full collection scans only what requests
+        # made. Unfrozen, those collections paused the API for 80 to 190 ms every few seconds under load.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

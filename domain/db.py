@@ -58,7 +58,22 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:
         yield session
-        session.commit()
+    except BaseException:
+        end_session(session, failed=True)
+        raise
+    end_session(session, failed=False)
+
+
+def end_session(session: Session, *, failed: bool) -> None:
+    """Commit (or, when ``failed``, roll back) and close ``session``, mapping outages to Unavailable.
+
+    A session with no transaction holds no connection, so ending it does no I/O
+    (``needs_ending`` tells the two apart)."""
+    try:
+        if failed:
+            session.rollback()
+        else:
+            session.commit()
     except (OperationalError, DBAPIError) as exc:
         session.rollback()
         if isinstance(exc, OperationalError) or exc.connection_invalidated:
@@ -69,6 +84,11 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def needs_ending(session: Session) -> bool:
+    """Whether ending ``session`` talks to the database: it has a transaction open, or pending changes."""
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
 
 
 @contextmanager
