@@ -13,12 +13,14 @@ from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
+from api.job_counters import flush_job_counters
 from api.request_limits import REFUSALS, RequestTargetMiddleware
 from api.routes import batches, files, health, jobs, jobs_bulk, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from config.settings import Settings, get_settings
 from domain.db import make_engine, make_session_factory
+from domain.db_pool import IDLE_PING_SECONDS, ping_when_idle
 from domain.log_setup import setup_process_logging
 
 
@@ -29,7 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, pool_size=20)
+        engine = make_engine(settings.database_url, pool_size=20, pre_ping=False)
+        ping_when_idle(engine, IDLE_PING_SECONDS)
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
         app.state.enqueuer = Enqueuer(settings)
@@ -42,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            flush_job_counters(app.state)
             app.state.enqueuer.close()
             app.state.redis.close()
             engine.dispose()

@@ -19,6 +19,11 @@ from sqlalchemy.exc import DisconnectionError
 
 _CHECKED_IN = "batchery_checked_in"
 
+IDLE_PING_SECONDS = 5.0
+"""A pooled connection idle this long is pinged before use; a busy one, never (a ping per checkout is a
+round trip per request). A connection that broke while in use fails that one statement, which the
+caller maps to ``Unavailable`` and the pool replaces."""
+
 
 def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Ping a connection at checkout when it was idle ``idle_seconds`` or more; a dead one is replaced

@@ -18,7 +18,7 @@ from config.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from config.settings import Settings
 from domain import dispatch_repository
 from domain.db import make_engine, make_session_factory, session_scope
-from domain.db_pool import ping_when_idle
+from domain.db_pool import IDLE_PING_SECONDS, ping_when_idle
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.job_metrics import JobMetrics
@@ -29,9 +29,6 @@ from workers.upstream import make_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
-
-IDLE_PING_SECONDS = 5.0
-"""A pooled connection idle this long is pinged before use (``domain.db_pool``)."""
 
 
 class WorkerState:

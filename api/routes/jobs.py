@@ -5,18 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.enqueue import Enqueuer
 from api.examples import JOB_EXAMPLES
 from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
 from api.window_rooms import WindowRoomsDep
+from config.settings import Settings
 from domain import attempts, events, repository
+from domain.job_counters import JobCounters
 from domain.models import utcnow
 from domain.schemas import ErrorBody, JobCreate, JobList, JobOut
 from domain.status import JobKind, JobStatus
-from domain.submission import Submission
+from domain.submission import Submission, WindowRooms
 from domain.tenant_quota import admit_submission
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,7 +38,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     responses=ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
-def submit_job(
+async def submit_job(
     body: Annotated[JobCreate, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     session: SessionDep,
@@ -44,7 +49,28 @@ def submit_job(
     rooms: WindowRoomsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
-    """Validate, store (durable before anything is sent), then send the id to the tier's queue."""
+    """Validate, store (durable before anything is sent), then send the id to the tier's queue.
+
+    The work runs in one hop to a worker thread, and the answer is built back on the event loop: a plain
+    ``def`` route would cost a second hop, for FastAPI's check of the response model."""
+    job, created = await run_in_threadpool(
+        _submit, body, session, settings, enqueuer, tenant, counters, rooms, idempotency_key
+    )
+    if not created:
+        response.headers["idempotent-replayed"] = "true"
+    return job
+
+
+def _submit(
+    body: JobCreate,
+    session: Session,
+    settings: Settings,
+    enqueuer: Enqueuer,
+    tenant: str,
+    counters: JobCounters,
+    rooms: WindowRooms,
+    idempotency_key: str | None,
+) -> tuple[JobOut, bool]:
     new = Submission(settings, tenant_id=tenant).prepare(body, idempotency_key=idempotency_key)
     tier = settings.tiers.tiers[new.tier]
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
@@ -61,9 +87,7 @@ def submit_job(
         session.commit()
     if created:
         counters.submitted([job])
-    if not created:
-        response.headers["idempotent-replayed"] = "true"
-    return job_out(job)
+    return job_out(job), created
 
 
 @router.get("", response_model=JobList, responses=ERRORS, dependencies=[require_scope("jobs:read")])

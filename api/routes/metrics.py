@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.deps import SessionDep, SettingsDep
+from api.job_counters import flush_job_counters
 from api.metrics_collector import BatcheryCollector
 from domain.errors import Unavailable
 from domain.live_counts import tier_counts
@@ -27,6 +28,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/metrics", response_class=Response, responses=RESPONSES)
 def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Counters and histograms shared by every process (kept in Redis), and gauges read now."""
+    flush_job_counters(request.app.state)  # what this process counted is in its own answer
     store = MetricStore(request.app.state.redis, settings.redis_prefix)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BatcheryCollector(store, settings.tiers, lambda: tier_counts(session)))
