@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import PrincipalDep
 from api.enqueue import Enqueuer
 from config.settings import Settings
-from domain.db import end_session, needs_ending
+from domain.db import end_session, needs_ending, raise_if_outage
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -26,22 +26,25 @@ async def get_app_settings(request: Request) -> Settings:
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """The request's session, committed when the route returns and rolled back when it raises (as
-    ``domain.db.session_scope``). A route that commits its own work leaves nothing to end: no extra hop."""
+    """The request's session, committed when the route returns and rolled back when it raises, outages
+    answered as ``Unavailable`` (as ``domain.db.session_scope``). A route that commits its own work leaves
+    nothing to end: no extra hop."""
     session: Session = request.app.state.sessions()
     try:
         yield session
-    except BaseException:
-        await _end(session, failed=True)
+    except BaseException as exc:
+        await _end(session, exc)
         raise
-    await _end(session, failed=False)
+    await _end(session, None)
 
 
-async def _end(session: Session, *, failed: bool) -> None:
+async def _end(session: Session, error: BaseException | None) -> None:
     if needs_ending(session):
-        await run_in_threadpool(end_session, session, failed=failed)
-    else:
-        session.close()
+        await run_in_threadpool(end_session, session, error)
+        return
+    session.close()
+    if error is not None:
+        raise_if_outage(error)
 
 
 async def get_enqueuer(request: Request) -> Enqueuer:

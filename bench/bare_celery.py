@@ -7,7 +7,8 @@ client per process. Run as a worker::
     BENCH_REDIS_URL=... BENCH_UPSTREAM=http://127.0.0.1:PORT/v1 python -m bench.bare_celery POOL CONCURRENCY
 
 ``POOL`` is ``threads`` or ``gevent`` (gevent patches the standard library before anything else is
-imported, as ``celery -P gevent`` does).
+imported, as ``celery -P gevent`` does). ``BENCH_ACK_EMULATION=0`` turns kombu's Redis ack emulation
+off, as batchery's workers run by default, for a like-for-like comparison of the broker's cost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ TASK = "bare.call"
 QUEUE = "bare"
 
 
-def make_app(broker: str) -> Any:
+def make_app(broker: str, *, ack_emulation: bool = True) -> Any:
     from celery import Celery
 
     app = Celery("bare", broker=broker, set_as_current=False)
@@ -30,6 +31,8 @@ def make_app(broker: str) -> Any:
         task_ignore_result=True,
         worker_hijack_root_logger=False,
     )
+    if not ack_emulation:
+        app.conf.broker_transport_options = {"ack_emulation": False}
     return app
 
 
@@ -64,7 +67,7 @@ def main(argv: list[str]) -> int:
         from gevent import monkey  # type: ignore[import-untyped]
 
         monkey.patch_all()
-    app = make_app(os.environ["BENCH_REDIS_URL"])
+    app = make_app(os.environ["BENCH_REDIS_URL"], ack_emulation=os.environ.get("BENCH_ACK_EMULATION") != "0")
     register(app, os.environ["BENCH_UPSTREAM"], concurrency)
     app.worker_main(
         argv=[

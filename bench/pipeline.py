@@ -115,9 +115,11 @@ def run_pipeline(
         flights.clear()
         done_before, submitted_before = stack.count("status = 'succeeded'"), submitter.submitted
         before, monitor_before = stack.snapshot(names), stack.monitor_queries
+        steal_before = procstat.steal_seconds()
         follow(time.monotonic() + shape.seconds)
         done_after, submitted_after = stack.count("status = 'succeeded'"), submitter.submitted
         after = stack.snapshot(names)
+        steal = procstat.steal_share(steal_before, procstat.steal_seconds(), after.at - before.at)
         spent = usage(before, after, stack.monitor_queries - monitor_before)
         submitter.stop()
         total = submitter.submitted
@@ -143,21 +145,33 @@ def run_pipeline(
             "all_succeeded": drained and not_succeeded == 0,
             "jobs_total": total,
             "submit_errors": submitter.errors,
+            "steal_share": steal,
             **spent.per(finished),
         }
 
 
 def run_bare(
-    pg: PrivatePostgres, redis_server: RedisServer, log_dir: Path, shape: Shape, *, pool: str = "threads"
+    pg: PrivatePostgres,
+    redis_server: RedisServer,
+    log_dir: Path,
+    shape: Shape,
+    *,
+    pool: str = "threads",
+    ack_emulation: bool = True,
 ) -> dict[str, Any]:
-    """The bare Celery task: calls per second over the window (from the simulator's own count)."""
+    """The bare Celery task: calls per second over the window (from the simulator's own count).
+    ``ack_emulation=False`` runs it with kombu's Redis ack emulation off, as batchery's workers run."""
     with bench_stack(pg, redis_server, log_dir) as stack:
         sim_url = stack.start_simulator("--no-limits", "--latency", f"fixed:{shape.latency_ms}")
         per_second = (
             700 if shape.latency_ms == 0 else shape.processes * shape.concurrency * 1000 / shape.latency_ms
         )
         bare_celery.fill(redis_server.url, CHAT_BODY, int(per_second * (shape.warmup + shape.seconds + 10)))
-        env = base_env(BENCH_REDIS_URL=redis_server.url, BENCH_UPSTREAM=f"{sim_url}/v1")
+        env = base_env(
+            BENCH_REDIS_URL=redis_server.url,
+            BENCH_UPSTREAM=f"{sim_url}/v1",
+            BENCH_ACK_EMULATION="1" if ack_emulation else "0",
+        )
         workers = []
         for index in range(shape.processes):
             argv = [sys.executable, "-m", "bench.bare_celery", pool, str(shape.concurrency)]
@@ -180,8 +194,10 @@ def run_bare(
         flights.clear()
         names = [f"bare{i}" for i in range(shape.processes)]
         first, cpu_before, t0 = _sim_stats(sim_url)["requests_total"], _cpu(stack, names), time.monotonic()
+        steal_before = procstat.steal_seconds()
         follow(time.monotonic() + shape.seconds)
         last, cpu_after, t1 = _sim_stats(sim_url)["requests_total"], _cpu(stack, names), time.monotonic()
+        steal = procstat.steal_share(steal_before, procstat.steal_seconds(), t1 - t0)
         calls = int(last) - int(first)
         return {
             "calls_per_second": round(calls / (t1 - t0), 1),
@@ -191,6 +207,8 @@ def run_bare(
             "worker_rss_idle_mb": [round(rss / 2**20, 1) for rss in idle_rss],
             "worker_rss_peak_mb": [round(rss / 2**20, 1) for rss in peak_rss],
             "pool": pool,
+            "ack_emulation": ack_emulation,
+            "steal_share": steal,
         }
 
 

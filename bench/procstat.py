@@ -15,6 +15,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests, summed over this machine's cores (``/proc/stat``,
+    the ``steal`` column): the noise a shared virtual machine adds to every figure."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / _TICKS if len(fields) > 8 else 0.0
+
+
+def steal_share(before: float, after: float, seconds: float) -> float:
+    """The share of the machine's CPU taken by steal between two ``steal_seconds`` readings."""
+    return round((after - before) / max(seconds * (os.cpu_count() or 1), 1e-9), 3)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory now (``VmRSS``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

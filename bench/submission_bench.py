@@ -10,6 +10,7 @@ Both run against the API alone (no workers: the jobs stay queued), on private se
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from bench import procstat
 from bench.bench_stack import CHAT_BODY, bench_stack, tiers_toml
 from bench.isolated import PrivatePostgres
 from bench.openloop import open_loop, request_bytes
@@ -28,6 +30,35 @@ def _ms(seconds: float) -> float:
 
 
 def run_latency(
+    pg: PrivatePostgres,
+    redis_server: RedisServer,
+    log_dir: Path,
+    *,
+    rate: float,
+    seconds: float,
+    runs: int = 1,
+) -> dict[str, Any]:
+    """``runs`` rounds of ``POST /v1/jobs`` then ``GET /healthz`` at ``rate``, each on a fresh stack;
+    medians over the rounds, and each round's figures with the steal share of its window."""
+    rounds = [
+        _latency_round(pg, redis_server, log_dir / f"round-{index}", rate=rate, seconds=seconds)
+        for index in range(runs)
+    ]
+    return {
+        "rate": rate,
+        "requests": rounds[0]["requests"],
+        "runs": len(rounds),
+        "post_jobs_p50_ms": statistics.median(r["post_jobs_p50_ms"] for r in rounds),
+        "post_jobs_p99_ms": statistics.median(r["post_jobs_p99_ms"] for r in rounds),
+        "healthz_p50_ms": statistics.median(r["healthz_p50_ms"] for r in rounds),
+        "healthz_p99_ms": statistics.median(r["healthz_p99_ms"] for r in rounds),
+        "api_cpu_ms_per_post": statistics.median(r["api_cpu_ms_per_post"] for r in rounds),
+        "api_cpu_ms_per_healthz": statistics.median(r["api_cpu_ms_per_healthz"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def _latency_round(
     pg: PrivatePostgres, redis_server: RedisServer, log_dir: Path, *, rate: float, seconds: float
 ) -> dict[str, Any]:
     with bench_stack(pg, redis_server, log_dir) as stack:
@@ -36,12 +67,18 @@ def run_latency(
         stack.start_simulator("--no-limits")
         stack.configure(tiers)
         port = int(stack.start_api().rsplit(":", 1)[1])
+        api_pid = stack.processes["api"].popen.pid
         count = int(rate * seconds)
         job = request_bytes("POST", "/v1/jobs", port, {"kind": "chat", "request": CHAT_BODY})
         health = request_bytes("GET", "/healthz", port)
         open_loop(port, [job] * 100, rate)  # warm-up
+        cpu, steal = procstat.cpu_seconds(api_pid), procstat.steal_seconds()
         submitted = open_loop(port, [job] * count, rate)
+        post_cpu = procstat.cpu_seconds(api_pid) - cpu
+        steal_share = procstat.steal_share(steal, procstat.steal_seconds(), submitted.seconds)
+        cpu = procstat.cpu_seconds(api_pid)
         floor = open_loop(port, [health] * count, rate)
+        health_cpu = procstat.cpu_seconds(api_pid) - cpu
         return {
             "rate": rate,
             "requests": count,
@@ -52,6 +89,9 @@ def run_latency(
             "healthz_p50_ms": _ms(floor.percentile(0.50)),
             "healthz_p99_ms": _ms(floor.percentile(0.99)),
             "achieved_rate": round(count / submitted.seconds, 1),
+            "api_cpu_ms_per_post": round(1000 * post_cpu / count, 2),
+            "api_cpu_ms_per_healthz": round(1000 * health_cpu / count, 2),
+            "steal_share": steal_share,
         }
 
 

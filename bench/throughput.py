@@ -6,15 +6,17 @@ worker process, submission latency, bulk submission, and a backlog of a million 
 Parts (each on private PostgreSQL and Redis servers, ``bench.isolated``, the simulator pinned to core 0):
 
 - ``a`` + ``b``, overhead: a bare Celery task making the same HTTP call to the zero-latency simulator and
-  storing nothing (``bench.bare_celery``, threads pool), against the full pipeline (jobs submitted over
-  HTTP in bulk, stored, run, results stored), same processes and threads, alternated ``--runs`` times:
+  storing nothing (``bench.bare_celery``, threads pool, Celery's defaults), against the full pipeline
+  (jobs submitted over HTTP in bulk, stored, run, results stored), same processes and threads, and the
+  bare task again with kombu's ack emulation off (as batchery's workers run), alternated ``--runs`` times:
   jobs/s and their ratio (goal >= 60 %), CPU ms per job in the API and the worker, Redis commands and
   database statements and transactions per job, counted by the servers.
 - ``c``, in flight: one worker process with 400 threads against a 2 s simulator: jobs/s end to end
   (goal >= 150) and calls in flight (goal >= 300), memory per call in flight; and the bare task at the
   same concurrency with the threads pool and with gevent, to compare the concurrency models.
-- ``d``, ``POST /v1/jobs`` at 200 requests/s open loop for 10 s: p50 and p99 (goal p99 <= 25 ms), with
-  ``GET /healthz`` at the same rate as the baseline.
+- ``d``, ``POST /v1/jobs`` at 200 requests/s open loop for 10 s, ``--latency-runs`` times: p50 and p99
+  (goal p99 <= 25 ms), medians and each run's, with ``GET /healthz`` at the same rate as the baseline
+  and the share of the machine's CPU taken by steal during each run.
 - ``e``, ``POST /v1/jobs/bulk``: jobs/s (goal >= 5,000), against single submissions.
 - ``f``, a backlog of 1,000,000 queued jobs: Redis and database bytes per queued job, memory bounded.
 """
@@ -39,14 +41,17 @@ LOGS = ROOT / "var" / "bench-throughput"
 
 def overhead(pg: Any, redis_server: Any, args: argparse.Namespace) -> dict[str, Any]:
     shape = Shape(args.processes, args.concurrency, 0, args.seconds, 5.0)
-    bare, full = [], []
+    bare, lean, full = [], [], []
     for run in range(args.runs):
         bare.append(run_bare(pg, redis_server, LOGS / f"bare-{run}", shape))
         full.append(run_pipeline(pg, redis_server, LOGS / f"pipeline-{run}", shape))
+        lean.append(run_bare(pg, redis_server, LOGS / f"bare-lean-{run}", shape, ack_emulation=False))
         print(
-            f"run {run + 1}: bare {bare[-1]['calls_per_second']}/s, pipeline {full[-1]['jobs_per_second']}/s"
+            f"run {run + 1}: bare {bare[-1]['calls_per_second']}/s, pipeline {full[-1]['jobs_per_second']}/s,"
+            f" bare without ack emulation {lean[-1]['calls_per_second']}/s"
         )
     bare_rate = statistics.median(r["calls_per_second"] for r in bare)
+    lean_rate = statistics.median(r["calls_per_second"] for r in lean)
     full_rate = statistics.median(r["jobs_per_second"] for r in full)
     middle = sorted(full, key=lambda r: r["jobs_per_second"])[len(full) // 2]
     return {
@@ -54,11 +59,20 @@ def overhead(pg: Any, redis_server: Any, args: argparse.Namespace) -> dict[str, 
         "bare_calls_per_second_median": bare_rate,
         "pipeline_jobs_per_second_median": full_rate,
         "ratio": round(full_rate / bare_rate, 3),
+        "ratio_per_run": [
+            round(f["jobs_per_second"] / b["calls_per_second"], 3) for b, f in zip(bare, full, strict=True)
+        ],
+        "bare_without_ack_emulation_calls_per_second_median": lean_rate,
+        "ratio_to_bare_without_ack_emulation": round(full_rate / lean_rate, 3),
         "bare_cpu_ms_per_call_median": statistics.median(r["cpu_ms_per_call"] for r in bare),
+        "bare_without_ack_emulation_cpu_ms_per_call_median": statistics.median(
+            r["cpu_ms_per_call"] for r in lean
+        ),
         "api_cpu_ms_per_job_median": statistics.median(r["api_cpu_ms_per_job"] for r in full),
         "worker_cpu_ms_per_job_median": statistics.median(r["worker_cpu_ms_per_job"] for r in full),
+        "steal_share_median": statistics.median(r["steal_share"] for r in [*bare, *full, *lean]),
         "median_pipeline_run": middle,
-        "runs": {"bare": bare, "pipeline": full},
+        "runs": {"bare": bare, "pipeline": full, "bare_without_ack_emulation": lean},
     }
 
 
@@ -85,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=1, help="worker processes in a and b")
     parser.add_argument("--concurrency", type=int, default=32, help="threads per worker in a and b")
     parser.add_argument("--in-flight-threads", type=int, default=400, help="threads of the worker in c")
+    parser.add_argument("--latency-runs", type=int, default=3, help="repeats of part d (default 3)")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="queued jobs in f")
     args = parser.parse_args(argv)
     record: dict[str, Any] = {"parts": args.parts}
@@ -96,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             record["in_flight"] = in_flight(pg, redis_server, args)
             _show("in flight", record["in_flight"])
         if "d" in args.parts:
-            record["latency"] = run_latency(pg, redis_server, LOGS / "latency", rate=200, seconds=10)
+            record["latency"] = run_latency(
+                pg, redis_server, LOGS / "latency", rate=200, seconds=10, runs=args.latency_runs
+            )
             _show("POST /v1/jobs at 200/s", record["latency"])
         if "e" in args.parts:
             record["bulk"] = run_bulk(pg, redis_server, LOGS / "bulk", requests=20, single_jobs=2000)

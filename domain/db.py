@@ -58,32 +58,39 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:
         yield session
-    except BaseException:
-        end_session(session, failed=True)
+    except BaseException as exc:
+        end_session(session, exc)
         raise
-    end_session(session, failed=False)
+    end_session(session, None)
 
 
-def end_session(session: Session, *, failed: bool) -> None:
-    """Commit (or, when ``failed``, roll back) and close ``session``, mapping outages to Unavailable.
+def end_session(session: Session, error: BaseException | None) -> None:
+    """End ``session``: commit it, or roll it back when its work raised ``error``; then close it.
 
-    A session with no transaction holds no connection, so ending it does no I/O
-    (``needs_ending`` tells the two apart)."""
+    A database outage, raised by the work or by the commit, becomes ``Unavailable``; any other error of
+    the work is left for the caller to re-raise. A session that ``needs_ending`` says no about holds no
+    connection, so ending it does no I/O."""
     try:
-        if failed:
+        if error is not None:
             session.rollback()
-        else:
+            raise_if_outage(error)
+            return
+        try:
             session.commit()
-    except (OperationalError, DBAPIError) as exc:
-        session.rollback()
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
-            raise Unavailable("the database is unavailable") from exc
-        raise
-    except BaseException:
-        session.rollback()
-        raise
+        except BaseException as exc:
+            session.rollback()
+            raise_if_outage(exc)
+            raise
     finally:
         session.close()
+
+
+def raise_if_outage(error: BaseException) -> None:
+    """Raise ``Unavailable`` from ``error`` when it means the database cannot be reached."""
+    if isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        raise Unavailable("the database is unavailable") from error
 
 
 def needs_ending(session: Session) -> bool:
@@ -101,8 +108,7 @@ def connection_scope(engine: Engine) -> Iterator[Connection]:
             yield connection
             connection.commit()  # a no-op in autocommit mode
     except (OperationalError, DBAPIError) as exc:
-        if isinstance(exc, OperationalError) or exc.connection_invalidated:
-            raise Unavailable("the database is unavailable") from exc
+        raise_if_outage(exc)
         raise
 
 
