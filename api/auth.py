@@ -30,12 +30,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
-from domain import api_keys
-from domain.api_keys import ALL_SCOPES, Principal, Scope
-from domain.db import session_scope
 from domain.errors import PermissionDenied, Unauthenticated
-from domain.models import DEFAULT_TENANT
-from domain.schemas import ErrorBody
+from domain.jobs.schemas import ErrorBody
+from domain.storage.models import DEFAULT_TENANT
+from domain.storage.sessions import session_scope
+from domain.tenancy import api_keys
+from domain.tenancy.api_keys import ALL_SCOPES, Principal, Scope
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import PrincipalDep
 from api.enqueue import Enqueuer
 from config.settings import Settings
-from domain.db import end_session, needs_ending, raise_if_outage
+from domain.storage.sessions import end_session, needs_ending, raise_if_outage
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -27,8 +27,8 @@ async def get_app_settings(request: Request) -> Settings:
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """The request's session, committed when the route returns and rolled back when it raises, outages
-    answered as ``Unavailable`` (as ``domain.db.session_scope``). A route that commits its own work leaves
-    nothing to end: no extra hop."""
+    answered as ``Unavailable`` (as ``domain.storage.sessions.session_scope``). A route that commits
+    its own work leaves nothing to end: no extra hop."""
     session: Session = request.app.state.sessions()
     try:
         yield session

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from config.celery_conf import (
+from config.settings import Settings
+from infra.celery_conf import (
     CONTROL_QUEUE,
     DELIVER_WEBHOOK_TASK,
     RUN_JOB_TASK,
@@ -19,7 +20,6 @@ from config.celery_conf import (
     send_by_name,
     send_many_by_name,
 )
-from config.settings import Settings
 
 log = logging.getLogger(__name__)
 

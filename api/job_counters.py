@@ -1,4 +1,4 @@
-"""The API's job counters (``domain.job_counters``) as a dependency, made once per app."""
+"""The API's job counters (``domain.metrics.job_counters``) as a dependency, made once per app."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from domain.job_counters import JobCounters
+from domain.metrics.job_counters import JobCounters
 
 
 async def get_job_counters(request: Request) -> JobCounters:

@@ -19,9 +19,9 @@ from api.routes import batches, files, health, jobs, jobs_bulk, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from config.settings import Settings, get_settings
-from domain.db import make_engine, make_session_factory
-from domain.db_pool import IDLE_PING_SECONDS, ping_when_idle
-from domain.log_setup import setup_process_logging
+from domain.storage.pg_pool import IDLE_PING_SECONDS, ping_when_idle
+from domain.storage.sessions import make_engine, make_session_factory
+from infra.log_setup import setup_process_logging
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

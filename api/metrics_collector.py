@@ -1,7 +1,7 @@
 """The Prometheus collector behind ``/metrics``: stored counters and histograms, and gauges read now.
 
 Counters and histograms come from Redis, where every API and worker process adds to them
-(``domain.metric_store``). Gauges are read at scrape time: the broker queue depth of each tier
+(``domain.metrics.store``). Gauges are read at scrape time: the broker queue depth of each tier
 (``LLEN`` of its lists) and the jobs queued and running per tier (one query on the database). Every
 family is exported even before it has a sample, so dashboards and alerts can name them from the start.
 """
@@ -14,9 +14,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from config.tiers import TierConfig
-from domain import metric_catalog as catalog
-from domain.live_counts import TierCounts
-from domain.metric_store import MetricStore
+from domain.metrics import catalog
+from domain.metrics.live_counts import TierCounts
+from domain.metrics.store import MetricStore
 from domain.status import JobStatus
 
 

@@ -1,13 +1,13 @@
-"""Turning stored rows into the API's response models (the job's view lives in ``domain.job_view``, since
+"""Turning stored rows into the API's response models (the job's view lives in ``domain.jobs.views``, since
 webhook events carry it too)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from domain.job_view import job_out
-from domain.models import JobAttempt
-from domain.schemas import AttemptOut
+from domain.jobs.schemas import AttemptOut
+from domain.jobs.views import job_out
+from domain.storage.models import JobAttempt
 
 __all__ = ["attempts_out", "job_out"]
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from domain.schemas import ErrorBody
+from domain.jobs.schemas import ErrorBody
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed request (invalid JSON, a repeated query parameter)"},

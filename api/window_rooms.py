@@ -1,4 +1,4 @@
-"""The API process's view of the tiers' dispatch windows (``domain.submission.WindowRooms``), made once
+"""The API process's view of the tiers' dispatch windows (``domain.jobs.submission.WindowRooms``), made once
 per app, as a dependency."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from domain.submission import WindowRooms
+from domain.jobs.submission import WindowRooms
 
 
 async def get_window_rooms(request: Request) -> WindowRooms:

@@ -1,4 +1,4 @@
-"""CPU per claim on PostgreSQL: the worker's hot path (``domain.pg_hot_path``, long-lived autocommit
+"""CPU per claim on PostgreSQL: the worker's hot path (``domain.storage.pg_hot_path``, long-lived autocommit
 connections keeping their cursors) against the same compiled statement run on a connection checked out
 of SQLAlchemy's pool for each statement (autocommit set and reset, a new cursor), the way the hot path
 ran before. One thread, a fresh database on the local PostgreSQL, alternated rounds.
@@ -19,9 +19,9 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine, text
 
 from bench.harness import save
-from domain import repository
-from domain.db import make_engine
-from domain.pg_hot_path import CompiledStatement, HotPath
+from domain.jobs import repository
+from domain.storage.pg_hot_path import CompiledStatement, HotPath
+from domain.storage.sessions import make_engine
 from tests.support.job_rows import bulk_insert, migrated_database
 
 

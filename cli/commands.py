@@ -46,8 +46,8 @@ def add_api_parser(sub: Any) -> None:
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from config.logging_setup import uvicorn_log_config
     from config.prices import load_prices
+    from infra.log_format import uvicorn_log_config
 
     settings = get_settings()  # fail fast, naming the variable, before uvicorn starts
     load_prices(settings.prices_file)
@@ -80,8 +80,8 @@ def add_worker_parser(sub: Any) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from config.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE
     from config.prices import load_prices
+    from infra.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE
     from workers.celery_app import create_celery
     from workers.tasks import register_tasks
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from config.settings import Settings
-from domain import api_keys
-from domain.api_keys import ALL_SCOPES
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unauthenticated
-from domain.models import DEFAULT_TENANT
+from domain.storage.models import DEFAULT_TENANT
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
+from domain.tenancy.api_keys import ALL_SCOPES
 
 DEV_KEY_NAME = "batchery dev"
 

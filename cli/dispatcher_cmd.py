@@ -35,7 +35,7 @@ def add_parser(sub: Any) -> None:
 def run_dispatcher(args: argparse.Namespace) -> int:
     import redis
 
-    from domain.db import make_engine, make_session_factory
+    from domain.storage.sessions import make_engine, make_session_factory
     from workers.celery_app import create_celery
     from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 

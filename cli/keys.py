@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 
 from config.errors import BatcheryError
 from config.settings import get_settings
-from domain import api_keys
-from domain.api_keys import DEFAULT_SCOPES, Scope
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unavailable
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
+from domain.tenancy.api_keys import DEFAULT_SCOPES, Scope
 
 _DURATION = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from config.errors import BatcheryError
-from domain.log_setup import setup_process_logging
+from infra.log_setup import setup_process_logging
 
 Handler = Callable[[argparse.Namespace], int]
 

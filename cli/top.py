@@ -22,9 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from cli.top_data import ModelView, TierView, collect
 from config.errors import BatcheryError
 from config.settings import Settings, get_settings
-from domain.db import make_engine, make_session_factory
 from domain.errors import Unavailable
-from domain.metric_store import MetricStore
+from domain.metrics.store import MetricStore
+from domain.storage.sessions import make_engine, make_session_factory
 from workers.limiter import RedisLimiter
 
 ONCE_WIDTH = 132

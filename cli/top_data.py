@@ -2,7 +2,7 @@
 
 - queue: messages waiting in the tier's broker queue (``LLEN``);
 - backlog and in flight: the tier's queued and running jobs in the database;
-- per model, over the last minute (``domain.metric_store``'s 10-second window): requests and tokens
+- per model, over the last minute (``domain.metrics.store``'s 10-second window): requests and tokens
   used against the model's RPM and TPM, the average limiter wait, 429s, other upstream errors and
   failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself.
 """
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.tiers import TierConfig
-from domain.db import session_scope
-from domain.live_counts import tier_counts
-from domain.metric_catalog import MetricLabels
-from domain.metric_store import MetricStore
+from domain.metrics.catalog import MetricLabels
+from domain.metrics.live_counts import tier_counts
+from domain.metrics.store import MetricStore
 from domain.status import JobStatus
+from domain.storage.sessions import session_scope
 from workers.limiter import Budget, Limiter
 
 WINDOW_NAMES = ("requests", "tokens", "waits", "wait_us", "429", "errors", "failed")

@@ -1,5 +1,5 @@
 """Image dimensions from ``data:`` URLs, as the upstream reads them: the header is parsed by
-``domain.image_size`` (PNG, JPEG, GIF, WEBP), and data that is not base64 is refused, as OpenAI does.
+``domain.tokens.image_size`` (PNG, JPEG, GIF, WEBP), and data that is not base64 is refused, as OpenAI does.
 
 Only a prefix of a data URL is decoded (enough for any header but a JPEG with a huge metadata block);
 an image whose size cannot be read is treated by the caller as 1024x1024.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from domain.image_size import image_size_from_bytes
+from domain.tokens.image_size import image_size_from_bytes
 
 _PREFIX_CHARS = 96 * 1024  # base64 characters decoded from a data URL (a multiple of 4)
 

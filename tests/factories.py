@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.repository import NewJob
+from domain.jobs.repository import NewJob
 
 PNG_1x1 = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"

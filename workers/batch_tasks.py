@@ -1,4 +1,4 @@
-"""The batch Celery tasks, all on the control queue; each calls ``domain.batch_lifecycle`` and sends ids.
+"""The batch Celery tasks, all on the control queue; each calls ``domain.batches.lifecycle`` and sends ids.
 
 - ``batchery.ingest_batch(batch_id)``: validate the input file and fan it out into jobs in the
   database backlog, then nudge this process's dispatcher, which sends them as the windows have room.
@@ -20,19 +20,19 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import (
+from config.settings import Settings
+from domain.batches import repository as batch_repository
+from domain.batches.lifecycle import run_finalize, run_ingest, run_tick
+from domain.errors import Unavailable
+from domain.storage.models import utcnow
+from domain.storage.sessions import session_scope
+from infra.celery_conf import (
     BATCH_TICK_TASK,
     CONTROL_QUEUE,
     FINALIZE_BATCH_TASK,
     INGEST_BATCH_TASK,
     send_by_name,
 )
-from config.settings import Settings
-from domain import batch_repository
-from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
-from domain.db import session_scope
-from domain.errors import Unavailable
-from domain.models import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from config.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE, celery_config
 from config.settings import Settings
+from infra.celery_conf import CONTROL_QUEUE, WEBHOOK_QUEUE, celery_config
 from workers.task_events import install_batched_task_events
 
 

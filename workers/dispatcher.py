@@ -1,12 +1,12 @@
 """The dispatcher: the database holds the backlog, each tier's queue holds a short window of job ids.
 
-One round, per tier, in one transaction (``domain.dispatch_repository`` has the SQL):
+One round, per tier, in one transaction (``domain.jobs.dispatch_repository`` has the SQL):
 
 1. re-queue running jobs whose lease expired (their worker died or stalled);
 2. re-send queued jobs whose message may be lost: sent longer ago than ``resend_after_seconds``, or
    every one in the window when the broker's epoch marker vanished (Redis restarted empty, FLUSHALL);
 3. top the window up to ``window_size(tier.concurrency, dispatch_window_factor)`` ids, choosing by
-   priority, then fair shares across tenants and their batches (``domain.fair_share``);
+   priority, then fair shares across tenants and their batches (``domain.tenancy.fair_share``);
 
 then, after the commit, send the ids. An id that cannot be sent goes back to the backlog. A crash
 between the commit and the send leaves a job marked sent without a message: step 2 re-sends it.
@@ -34,15 +34,15 @@ from celery import Celery
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import RUN_JOB_TASK, send_many_by_name
 from config.settings import Settings
-from domain import dispatch_repository as repo
-from domain import events
-from domain.db import session_scope
 from domain.errors import Unavailable
-from domain.fair_share import Candidate, Lane, plan, rotate, window_size
-from domain.models import utcnow
-from workers.redis_keys import RedisKeys
+from domain.jobs import dispatch_repository as repo
+from domain.storage.models import utcnow
+from domain.storage.sessions import session_scope
+from domain.tenancy.fair_share import Candidate, Lane, plan, rotate, window_size
+from domain.webhooks import events
+from infra.celery_conf import RUN_JOB_TASK, send_many_by_name
+from infra.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 

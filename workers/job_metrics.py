@@ -5,7 +5,7 @@ to it through the ``note_*`` functions (the claim, each limiter wait, each upstr
 latency and outcome, each retry, the usage). The functions find the open trace through a context
 variable, so they cost nothing outside a traced run (in tests of the runner, say) and need no
 argument threaded through the runner. When the run ends, everything it did is written to Redis in one
-pipelined round trip (``domain.metric_store``) and one line is logged with the job's id, tier, model,
+pipelined round trip (``domain.metrics.store``) and one line is logged with the job's id, tier, model,
 kind, attempt, latency and outcome.
 
 Metrics never fail a job: an error writing them is logged (at most once a minute) and dropped.
@@ -26,12 +26,12 @@ import redis
 from config.prices import PriceTable, load_prices
 from config.settings import Settings
 from config.tiers import TierConfig
-from domain import metric_catalog as catalog
-from domain.costing import UsageColumns
-from domain.metric_buffer import BufferedMetricStore
-from domain.metric_store import MetricBatch, MetricStore
-from domain.pricing import UsageAmounts, usage_cost
-from domain.repository import Claim
+from domain.jobs.repository import Claim
+from domain.metrics import catalog
+from domain.metrics.buffer import BufferedMetricStore
+from domain.metrics.store import MetricBatch, MetricStore
+from domain.tokens.costs import UsageAmounts, usage_cost
+from domain.tokens.estimates import UsageColumns
 from workers import upstream
 
 log = logging.getLogger("batchery.jobs")
@@ -156,7 +156,7 @@ class JobMetrics:
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis[Any]) -> JobMetrics:
-        """A worker's metrics: written every quarter of a second (``domain.metric_buffer``), not per job."""
+        """A worker's metrics: written every quarter of a second (``domain.metrics.buffer``), not per job."""
         store = BufferedMetricStore(client, settings.redis_prefix)
         return cls(store, settings.tiers, load_prices(settings.prices_file))
 

@@ -36,9 +36,9 @@ import redis
 
 from config.errors import BatcheryError
 from config.tiers import ModelLimits
-from domain.costing import Cost
+from domain.tokens.estimates import Cost
+from infra.redis_keys import DEFAULT_PREFIX, RedisKeys
 from workers.ratelimit_headers import RateLimitState
-from workers.redis_keys import DEFAULT_PREFIX, RedisKeys
 
 __all__ = [
     "Budget",

@@ -1,7 +1,7 @@
 """Running one job: claim the lease, wait for the limiter, call the upstream, retry what can succeed
 later, and store the outcome. The Celery task in ``workers.tasks`` only calls ``JobRunner.run``.
 
-Every database write after the claim is fenced by the claim's token (``domain.repository``), so a
+Every database write after the claim is fenced by the claim's token (``domain.jobs.repository``), so a
 worker that lost its lease cannot overwrite a newer attempt.
 """
 
@@ -22,16 +22,17 @@ from tenacity.wait import wait_base
 
 from config.settings import Settings
 from config.tiers import Tier
-from domain import attempts as attempt_log
-from domain import events, repository
-from domain.attempts import AttemptOutcome, AttemptRecord
-from domain.costing import Cost, actual_cost, estimate_cost, usage_columns
-from domain.db import connection_scope, session_scope
-from domain.db_pool import autocommit_engine
-from domain.models import utcnow
-from domain.pg_hot_path import HotPath
-from domain.repository import Claim
+from domain.jobs import attempts as attempt_log
+from domain.jobs import repository
+from domain.jobs.attempts import AttemptOutcome, AttemptRecord
+from domain.jobs.repository import Claim
 from domain.status import JobKind
+from domain.storage.models import utcnow
+from domain.storage.pg_hot_path import HotPath
+from domain.storage.pg_pool import autocommit_engine
+from domain.storage.sessions import connection_scope, session_scope
+from domain.tokens.estimates import Cost, actual_cost, estimate_cost, usage_columns
+from domain.webhooks import events
 from workers import job_metrics, upstream
 from workers.db_retry import retry_unavailable
 from workers.learned_limits import LearnedLimits
@@ -113,7 +114,7 @@ class JobRunner:
         engine = sessions.kw["bind"]
         self._autocommit = autocommit_engine(engine)
         self._dialect = engine.dialect.name
-        # on PostgreSQL both run on autocommit connections of their own (``domain.pg_hot_path``)
+        # on PostgreSQL both run on autocommit connections of their own (``domain.storage.pg_hot_path``)
         self._hot = HotPath(engine, size=hot_connections) if self._dialect == "postgresql" else None
         self.client = client
         self.limiter = limiter

@@ -1,6 +1,6 @@
 """Sending to a user-supplied URL over exactly the address the guard checked.
 
-``domain.outbound_urls.check_url`` resolves the name once and checks every address. The request built
+``domain.webhooks.url_safety.check_url`` resolves the name once and checks every address. The request built
 here goes to that address (the URL's host is replaced by the IP), while the ``Host`` header and the
 TLS server name (SNI, also used to verify the certificate) keep the original name. The HTTP client
 never resolves the name itself, so a DNS answer that changes after the check goes nowhere.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from config.errors import BatcheryError
-from domain.outbound_urls import CheckedUrl
+from domain.webhooks.url_safety import CheckedUrl
 
 USER_AGENT = "batchery-webhooks/0.1"
 

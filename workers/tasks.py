@@ -14,11 +14,11 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from config.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from config.settings import Settings
-from domain import dispatch_repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.db_pool import IDLE_PING_SECONDS, ping_when_idle
+from domain.jobs import dispatch_repository
+from domain.storage.pg_pool import IDLE_PING_SECONDS, ping_when_idle
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.job_metrics import JobMetrics

@@ -22,12 +22,12 @@ import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEEP_TASK, send_by_name
 from config.settings import Settings
-from domain import webhook_repository
-from domain.db import session_scope
-from domain.metric_store import record_webhook_delivery
-from domain.models import utcnow
+from domain.metrics.store import record_webhook_delivery
+from domain.storage.models import utcnow
+from domain.storage.sessions import session_scope
+from domain.webhooks import repository as webhook_repository
+from infra.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEEP_TASK, send_by_name
 from workers.safe_http import make_client
 from workers.webhooks import WebhookDeliverer
 

@@ -27,12 +27,12 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from domain import webhook_repository as repo
-from domain.db import session_scope
-from domain.models import utcnow
-from domain.outbound_urls import Resolver, UnsafeUrl, check_url, system_resolver
 from domain.redaction import redact
-from domain.webhook_repository import AttemptRecord, DeliveryClaim
+from domain.storage.models import utcnow
+from domain.storage.sessions import session_scope
+from domain.webhooks import repository as repo
+from domain.webhooks.repository import AttemptRecord, DeliveryClaim
+from domain.webhooks.url_safety import Resolver, UnsafeUrl, check_url, system_resolver
 from workers.ratelimit_headers import retry_delay
 from workers.safe_http import OutboundError, send_pinned
 from workers.webhook_signing import webhook_headers

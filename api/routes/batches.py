@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
-from config.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
-from domain import batch_repository
-from domain.batch_view import batch_out, needs_live_tally
-from domain.batches import BatchCreate, BatchList, BatchOut
-from domain.input_limits import InputLimits, check_job
-from domain.models import Batch, utcnow
-from domain.outbound_urls import check_webhook_url
-from domain.schemas import ErrorBody
+from domain.batches import repository as batch_repository
+from domain.batches.schemas import BatchCreate, BatchList, BatchOut
+from domain.batches.views import batch_out, needs_live_tally
+from domain.jobs.input_limits import InputLimits, check_job
+from domain.jobs.schemas import ErrorBody
+from domain.storage.models import Batch, utcnow
+from domain.webhooks.url_safety import check_webhook_url
+from infra.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

@@ -1,6 +1,6 @@
 """`/v1/files`: OpenAI-compatible upload (multipart, ``purpose=batch``), read, content, list, delete.
 
-An upload is checked while it streams (``domain.files.UploadScanner``) and stored chunk by chunk in
+An upload is checked while it streams (``domain.batches.files.UploadScanner``) and stored chunk by chunk in
 the database as it arrives, so the API never holds the file in memory and any worker can read it. A
 refused or broken upload leaves nothing behind.
 """
@@ -19,10 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import require_scope
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.multipart_stream import Form, read_multipart
-from domain import file_repository
-from domain.db import session_scope
-from domain.errors import Conflict, InvalidRequest
-from domain.files import (
+from domain.batches import file_repository
+from domain.batches.files import (
     CHUNK_BYTES,
     DEFAULT_FILE_TTL_SECONDS,
     MAX_FILE_TTL_SECONDS,
@@ -33,8 +31,10 @@ from domain.files import (
     FileOut,
     UploadScanner,
 )
-from domain.models import utcnow
-from domain.schemas import ErrorBody
+from domain.errors import Conflict, InvalidRequest
+from domain.jobs.schemas import ErrorBody
+from domain.storage.models import utcnow
+from domain.storage.sessions import session_scope
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/files", tags=["files"])

@@ -16,13 +16,14 @@ from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
-from domain import attempts, events, repository
-from domain.job_counters import JobCounters
-from domain.models import utcnow
-from domain.schemas import ErrorBody, JobCreate, JobList, JobOut
+from domain.jobs import attempts, repository
+from domain.jobs.schemas import ErrorBody, JobCreate, JobList, JobOut
+from domain.jobs.submission import Submission, WindowRooms
+from domain.metrics.job_counters import JobCounters
 from domain.status import JobKind, JobStatus
-from domain.submission import Submission, WindowRooms
-from domain.tenant_quota import admit_submission
+from domain.storage.models import utcnow
+from domain.tenancy.quotas import admit_submission
+from domain.webhooks import events
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

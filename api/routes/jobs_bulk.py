@@ -1,6 +1,6 @@
 """``POST /v1/jobs/bulk``: up to 1,000 jobs in one request, each checked and answered on its own.
 
-Every item goes through the same checks as ``POST /v1/jobs`` (``domain.submission``). The valid ones
+Every item goes through the same checks as ``POST /v1/jobs`` (``domain.jobs.submission``). The valid ones
 are stored together in one multi-row INSERT, in one transaction, after the tenant's queue cap is
 checked for all of them at once (over it, the whole request answers 429 ``tenant_queue_full`` and
 nothing is stored). Each tier's first jobs take the free places in its window and are sent at once
@@ -23,14 +23,15 @@ from api.enqueue import Enqueuer
 from api.job_counters import JobCountersDep
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
-from domain import bulk_jobs, repository
-from domain.bulk_jobs import StoredJob
-from domain.bulk_schemas import BulkItemError, BulkItemResult, BulkJobsCreate, BulkJobsOut
-from domain.models import utcnow
-from domain.repository import NewJob
-from domain.schemas import ErrorBody
-from domain.submission import ItemError, Submission, WindowRooms
-from domain.tenant_quota import ensure_queue_room
+from domain.jobs import bulk as bulk_jobs
+from domain.jobs import repository
+from domain.jobs.bulk import StoredJob
+from domain.jobs.bulk_schemas import BulkItemError, BulkItemResult, BulkJobsCreate, BulkJobsOut
+from domain.jobs.repository import NewJob
+from domain.jobs.schemas import ErrorBody
+from domain.jobs.submission import ItemError, Submission, WindowRooms
+from domain.storage.models import utcnow
+from domain.tenancy.quotas import ensure_queue_room
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

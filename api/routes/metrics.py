@@ -12,9 +12,9 @@ from api.deps import SessionDep, SettingsDep
 from api.job_counters import flush_job_counters
 from api.metrics_collector import BatcheryCollector
 from domain.errors import Unavailable
-from domain.live_counts import tier_counts
-from domain.metric_store import MetricStore
-from domain.schemas import ErrorBody
+from domain.jobs.schemas import ErrorBody
+from domain.metrics.live_counts import tier_counts
+from domain.metrics.store import MetricStore
 
 router = APIRouter(tags=["health"])
 

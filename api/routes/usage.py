@@ -14,11 +14,11 @@ from fastapi import APIRouter, Query
 from api.auth import PrincipalDep, require_scope
 from api.deps import SessionDep, SettingsDep
 from config.prices import load_prices
-from domain.api_keys import Scope
 from domain.errors import InvalidRequest, PermissionDenied
-from domain.schemas import ErrorBody
-from domain.usage_report import GroupBy, as_utc, usage_report
-from domain.usage_schemas import UsageReport, usage_out
+from domain.jobs.schemas import ErrorBody
+from domain.tenancy.api_keys import Scope
+from domain.tokens.usage_report import GroupBy, as_utc, usage_report
+from domain.tokens.usage_schemas import UsageReport, usage_out
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 

@@ -6,10 +6,10 @@ from fastapi import APIRouter, status
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, TenantDep
-from domain import repository
-from domain import webhook_repository as deliveries
-from domain.schemas import ErrorBody
-from domain.webhook_schemas import WebhookDeliveryList, WebhookDeliveryOut, delivery_out
+from domain.jobs import repository
+from domain.jobs.schemas import ErrorBody
+from domain.webhooks import repository as deliveries
+from domain.webhooks.schemas import WebhookDeliveryList, WebhookDeliveryOut, delivery_out
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/webhook-deliveries", tags=["webhooks"])
 

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from config.settings import Settings
-from domain.db import make_engine, make_session_factory
-from domain.dispatch_repository import queued_in_window
-from domain.fair_share import window_size
-from domain.submission import WindowRooms
+from domain.jobs.dispatch_repository import queued_in_window
+from domain.jobs.submission import WindowRooms
+from domain.storage.sessions import make_engine, make_session_factory
+from domain.tenancy.fair_share import window_size
 from tests.factories import chat_request
 from tests.support.job_rows import bulk_insert, migrated_database, query, status_counts
 from tests.support.keys import create_key

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from config.celery_conf import RUN_JOB_TASK
 from config.settings import load_settings
+from infra.celery_conf import RUN_JOB_TASK
 from tests.factories import chat_request
 from tests.support.processes import wait_for
 from tests.support.services import fresh_postgres_database, private_redis_db

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import redis
 
+from infra.redis_keys import RedisKeys
 from tests.factories import chat_request
 from tests.support.job_rows import (
     attempt_outcomes,
@@ -40,7 +41,6 @@ from tests.support.processes import Process, wait_for
 from tests.support.services import private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
-from workers.redis_keys import RedisKeys
 
 logger = logging.getLogger(__name__)
 

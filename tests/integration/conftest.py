@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.db import make_engine, make_session_factory
+from domain.storage.sessions import make_engine, make_session_factory
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

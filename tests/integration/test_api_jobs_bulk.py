@@ -20,11 +20,11 @@ from sqlalchemy import select
 from api.deps import get_enqueuer
 from api.main import create_app
 from config.settings import Settings, load_settings
-from domain import metric_catalog as catalog
-from domain.bulk_schemas import MAX_BULK_JOBS
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.metric_store import MetricStore
-from domain.models import Job
+from domain.jobs.bulk_schemas import MAX_BULK_JOBS
+from domain.metrics import catalog
+from domain.metrics.store import MetricStore
+from domain.storage.models import Job
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import chat_request, embedding_request, vision_request
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers
@@ -209,7 +209,7 @@ def test_a_thousand_jobs_are_accepted_in_one_request(client: TestClient, setting
             store.counters().get(catalog.JOBS_SUBMITTED.name, {}).get((tier.name, "chat", "gpt-4o-mini"), 0)
         )
 
-    # the API's counters reach Redis within a quarter of a second (``domain.job_counters``)
+    # the API's counters reach Redis within a quarter of a second (``domain.metrics.job_counters``)
     deadline = time.monotonic() + 5
     while submitted() < MAX_BULK_JOBS and time.monotonic() < deadline:
         time.sleep(0.05)

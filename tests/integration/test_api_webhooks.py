@@ -13,8 +13,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from config.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
 from config.settings import load_settings
+from infra.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE
 from tests.factories import chat_request
 
 pytestmark = pytest.mark.integration

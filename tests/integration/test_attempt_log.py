@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from config.settings import Settings, load_settings
-from domain import attempts, repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import Job, utcnow
+from domain.jobs import attempts, repository
+from domain.storage.models import Job, utcnow
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers

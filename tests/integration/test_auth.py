@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from config.settings import load_settings
-from domain import api_keys
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unauthenticated
-from domain.models import ApiKey
+from domain.storage.models import ApiKey
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
 from tests.factories import chat_request
 from tests.support.keys import bearer, create_key
 from tests.support.routes import operations

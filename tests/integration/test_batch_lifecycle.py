@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from config.settings import Settings, load_settings
-from domain import batch_repository
-from domain.batch_lifecycle import run_finalize, run_ingest, run_tick
-from domain.batches import BatchCreate
-from domain.db import session_scope
-from domain.models import Batch, WebhookDelivery, utcnow
+from domain.batches import repository as batch_repository
+from domain.batches.lifecycle import run_finalize, run_ingest, run_tick
+from domain.batches.schemas import BatchCreate
+from domain.storage.models import Batch, WebhookDelivery, utcnow
+from domain.storage.sessions import session_scope
 from tests.factories import embedding_request, vision_request
 from tests.support import batches as support
 from tests.support.batches import (
@@ -192,8 +192,8 @@ def test_cancel_stops_queued_jobs_and_keeps_the_results_finished_so_far(
     assert run_finalize(sessions, batch["id"], settings).status is None  # the running call has not returned
     assert client.post(f"/v1/batches/{batch['id']}/cancel").json()["status"] == "cancelling"
     with session_scope(sessions) as session:  # the in-flight call returns; its answer is kept
-        from domain import repository
-        from domain.costing import usage_columns
+        from domain.jobs import repository
+        from domain.tokens.estimates import usage_columns
 
         answer = chat_answer("in-flight")
         repository.complete(
@@ -289,7 +289,7 @@ def test_terminal_batches_record_their_webhook_event(
     sessions: Sessions, settings: Settings, tenant: str
 ) -> None:
     with session_scope(sessions) as session:
-        from domain import file_repository
+        from domain.batches import file_repository
 
         stored = file_repository.create_file(
             session, tenant_id=tenant, filename="a.jsonl", purpose="batch", expires_at=None

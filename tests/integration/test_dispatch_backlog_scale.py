@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from cli.migrations import upgrade
 from config.settings import load_settings
-from domain import repository
-from domain.db import make_engine, make_session_factory, session_scope
+from domain.jobs import repository
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from tests.support.services import fresh_postgres_database
 from tests.support.tiers_file import write_tiers

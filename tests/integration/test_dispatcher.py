@@ -15,16 +15,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings, load_settings
-from domain import dispatch_repository, repository
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unavailable
-from domain.models import Job, WebhookDelivery, utcnow
+from domain.jobs import dispatch_repository, repository
 from domain.status import JobStatus
+from domain.storage.models import Job, WebhookDelivery, utcnow
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from infra.redis_keys import RedisKeys
 from tests.factories import new_job
 from tests.support.processes import free_port
 from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
-from workers.redis_keys import RedisKeys
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.main import create_app
 from api.routes import files as files_route
 from config.settings import Settings, load_settings
-from domain.db import session_scope
-from domain.models import FileChunk, StoredFile
+from domain.storage.models import FileChunk, StoredFile
+from domain.storage.sessions import session_scope
 from tests.factories import chat_request
 from tests.support import batches as support
 from tests.support.batches import jsonl, request_line, retire_tenant

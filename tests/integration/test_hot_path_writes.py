@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import repository
-from domain.attempts import AttemptOutcome, AttemptRecord, list_attempts
-from domain.bulk_jobs import fast_path_quota, insert_jobs
-from domain.costing import UsageColumns
-from domain.db import connection_scope, make_engine, session_scope
-from domain.db_pool import autocommit_engine, ping_when_idle
-from domain.models import Job, utcnow
+from domain.jobs import repository
+from domain.jobs.attempts import AttemptOutcome, AttemptRecord, list_attempts
+from domain.jobs.bulk import fast_path_quota, insert_jobs
 from domain.status import JobStatus
+from domain.storage.models import Job, utcnow
+from domain.storage.pg_pool import autocommit_engine, ping_when_idle
+from domain.storage.sessions import connection_scope, make_engine, session_scope
+from domain.tokens.estimates import UsageColumns
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ from sqlalchemy.dialects import postgresql
 
 from api.main import create_app
 from config.settings import load_settings
-from domain import repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.tenant_quota import RETRY_AFTER_SECONDS, queued_count_query, queued_jobs
+from domain.jobs import repository
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy.quotas import RETRY_AFTER_SECONDS, queued_count_query, queued_jobs
 from tests.factories import chat_request, new_job, vision_request
 from tests.support.keys import bearer, create_key
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from cli.main import main
 from config.settings import get_settings
-from domain import api_keys
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unauthenticated
-from domain.models import ApiKey
+from domain.storage.models import ApiKey
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from domain.costing import Cost
+from domain.tokens.estimates import Cost
 from tests.unit.test_limiter_math import BUDGET, Harness, LimiterBehaviour
 from workers.limiter import Budget, LimiterUnavailable, RedisLimiter
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import json, random, sys, time
 import redis
-from domain.costing import Cost
+from domain.tokens.estimates import Cost
 from workers.limiter import Budget, RedisLimiter
 
 url, prefix, name, rpm, mode, start_at, seconds = sys.argv[1:8]

@@ -16,10 +16,10 @@ from sqlalchemy import update
 
 from api.main import create_app
 from config.settings import Settings, load_settings
-from domain import metric_catalog as catalog
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.metric_store import MetricBatch, MetricStore, record_webhook_delivery
-from domain.models import Job
+from domain.metrics import catalog
+from domain.metrics.store import MetricBatch, MetricStore, record_webhook_delivery
+from domain.storage.models import Job
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import chat_request, embedding_request
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,6 @@
 """The worker's claim and completion on PostgreSQL straight through the pooled driver connection
-(``domain.pg_hot_path``): the same rows and answers as ``domain.repository``'s, fenced the same way,
+(``domain.storage.pg_hot_path``): the same rows and answers as ``domain.jobs.repository``'s, fenced the
+same way,
 and a connection lost under it reported as Unavailable and replaced in the pool."""
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import repository
-from domain.attempts import AttemptOutcome, AttemptRecord, list_attempts
-from domain.costing import UsageColumns
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.errors import Unavailable
-from domain.models import Job, utcnow
-from domain.pg_hot_path import APPLICATION_NAME, HotConnections, HotPath
+from domain.jobs import repository
+from domain.jobs.attempts import AttemptOutcome, AttemptRecord, list_attempts
 from domain.status import JobStatus
+from domain.storage.models import Job, utcnow
+from domain.storage.pg_hot_path import APPLICATION_NAME, HotConnections, HotPath
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tokens.estimates import UsageColumns
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import repository
-from domain.costing import UsageColumns
-from domain.db import session_scope
 from domain.errors import Conflict, IdempotencyKeyReused, NotFound
-from domain.models import Job, utcnow
+from domain.jobs import repository
 from domain.status import JobStatus
+from domain.storage.models import Job, utcnow
+from domain.storage.sessions import session_scope
+from domain.tokens.estimates import UsageColumns
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import pytest
 
 from config.prices import load_prices
 from config.settings import Settings, load_settings
-from domain import metric_catalog as catalog
-from domain import repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.metric_store import SEP, MetricBatch
+from domain.jobs import repository
+from domain.metrics import catalog
+from domain.metrics.store import SEP, MetricBatch
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from workers.job_metrics import JobMetrics
 from workers.runner import JobRunner

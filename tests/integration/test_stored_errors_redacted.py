@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from domain import repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import Job
+from domain.jobs import repository
 from domain.status import JobStatus
+from domain.storage.models import Job
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from config.settings import load_settings
-from domain import webhook_repository
-from domain.db import make_engine, make_session_factory, session_scope
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.webhooks import repository as webhook_repository
 from tests.factories import chat_request
 from tests.support.keys import bearer, create_key
 from tests.support.routes import Operation, operations

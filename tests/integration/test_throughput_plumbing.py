@@ -16,12 +16,12 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from config.broker_transport import Channel
-from config.celery_conf import RUN_JOB_TASK, celery_config, send_many_by_name
 from config.settings import load_settings
-from domain import metric_catalog as catalog
-from domain.metric_buffer import BufferedMetricStore
-from domain.metric_store import MetricBatch, MetricStore
+from domain.metrics import catalog
+from domain.metrics.buffer import BufferedMetricStore
+from domain.metrics.store import MetricBatch, MetricStore
+from infra.broker_transport import Channel
+from infra.celery_conf import RUN_JOB_TASK, celery_config, send_many_by_name
 from workers.sharded_transport import ShardedTransport
 
 pytestmark = pytest.mark.integration

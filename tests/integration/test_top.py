@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from config.tiers import load_tiers
-from domain import repository
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.metric_store import MetricBatch, MetricStore
+from domain.jobs import repository
+from domain.metrics.store import MetricBatch, MetricStore
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from tests.support.processes import ROOT, base_env, batchery
 from workers.limiter import Budget, RedisLimiter

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from config.settings import load_settings
-from domain import api_keys
-from domain.db import make_engine, make_session_factory, session_scope
 from domain.ids import job_id
-from domain.models import Job
+from domain.storage.models import Job
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
 
 pytestmark = pytest.mark.integration
 

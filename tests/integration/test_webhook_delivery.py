@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from config.settings import Settings, load_settings
-from domain import events
-from domain import webhook_repository as repo
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import WebhookDelivery, utcnow
+from domain.storage.models import WebhookDelivery, utcnow
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.webhooks import events
+from domain.webhooks import repository as repo
 from tests.support.webhook_receiver import receiver
 from workers.safe_http import make_client
 from workers.webhooks import WebhookDeliverer
@@ -171,7 +171,7 @@ def test_each_attempt_is_counted_in_the_delivery_metrics(
 ) -> None:
     import redis
 
-    from domain.metric_store import record_webhook_delivery
+    from domain.metrics.store import record_webhook_delivery
 
     counters = redis.Redis.from_url(redis_url)
     prefix = f"test-{id(counters)}"

@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import load_settings
-from domain import events, repository
-from domain import webhook_repository as repo
-from domain.db import session_scope
 from domain.errors import Conflict, NotFound
-from domain.models import WebhookDelivery, utcnow
-from domain.webhook_repository import AttemptRecord, DeliveryStatus
+from domain.jobs import repository
+from domain.storage.models import WebhookDelivery, utcnow
+from domain.storage.sessions import session_scope
+from domain.webhooks import events
+from domain.webhooks import repository as repo
+from domain.webhooks.repository import AttemptRecord, DeliveryStatus
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration

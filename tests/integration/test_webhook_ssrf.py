@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from config.settings import Settings, load_settings
-from domain.outbound_urls import check_url
-from domain.webhook_repository import DeliveryClaim
+from domain.webhooks.repository import DeliveryClaim
+from domain.webhooks.url_safety import check_url
 from tests.factories import chat_request
 from tests.support.webhook_receiver import receiver
 from workers.safe_http import make_client, send_pinned

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import repository
-from domain.costing import usage_columns
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import Batch, Job
+from domain.jobs import repository
+from domain.storage.models import Batch, Job
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tokens.estimates import usage_columns
 from tests.factories import chat_request
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from cli.migrations import upgrade
-from domain.db import make_engine
+from domain.storage.sessions import make_engine
 from tests.factories import chat_request
 from tests.support.services import fresh_postgres_database
 

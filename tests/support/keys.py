@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from domain import api_keys
-from domain.api_keys import ALL_SCOPES
-from domain.db import make_engine, make_session_factory, session_scope
-from domain.models import DEFAULT_TENANT
+from domain.storage.models import DEFAULT_TENANT
+from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tenancy import api_keys
+from domain.tenancy.api_keys import ALL_SCOPES
 
 
 def create_key(

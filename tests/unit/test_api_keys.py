@@ -10,10 +10,10 @@ import pytest
 from cli.keys import KeysError, parse_expiry
 from config.errors import ConfigError
 from config.settings import load_settings
-from domain import api_keys
-from domain.api_keys import ALL_SCOPES, DEFAULT_SCOPES, Principal, Scope
 from domain.errors import InvalidRequest, LimitExceeded
-from domain.input_limits import InputLimits, check_job, check_jsonl_line
+from domain.jobs.input_limits import InputLimits, check_job, check_jsonl_line
+from domain.tenancy import api_keys
+from domain.tenancy.api_keys import ALL_SCOPES, DEFAULT_SCOPES, Principal, Scope
 from tests.factories import chat_request, vision_request
 
 pytestmark = pytest.mark.unit

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
-from domain.batch_ingest import LineChecker, LineError, RequestLine, iter_lines
-from domain.batches import Endpoint
+from domain.batches.files import UploadScanner
+from domain.batches.ingest import LineChecker, LineError, RequestLine, iter_lines
+from domain.batches.schemas import Endpoint
 from domain.errors import InvalidRequest, LimitExceeded, PayloadTooLarge
-from domain.files import UploadScanner
 from domain.ids import _B32, _encode, new_id, new_ids
-from domain.input_limits import InputLimits
+from domain.jobs.input_limits import InputLimits
 from domain.status import JobKind
 from tests.factories import chat_request, embedding_request, image_request, response_request, vision_request
 from tests.support.openai_schema import assert_conforms

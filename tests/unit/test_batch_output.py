@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from domain.batch_output import JobResult, encode_line, line_id, request_id, result_line
-from domain.batch_repository import Tally
-from domain.batch_view import batch_out
-from domain.batches import BatchStatus
-from domain.models import Batch
+from domain.batches.output import JobResult, encode_line, line_id, request_id, result_line
+from domain.batches.repository import Tally
+from domain.batches.schemas import BatchStatus
+from domain.batches.views import batch_out
+from domain.storage.models import Batch
 from tests.support.openai_schema import assert_conforms, assert_output_line, without_nulls
 
 pytestmark = pytest.mark.unit

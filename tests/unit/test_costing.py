@@ -15,8 +15,9 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
-from domain import image_size, text_tokens
-from domain.costing import (
+from domain.tokens import image_size
+from domain.tokens import text as text_tokens
+from domain.tokens.estimates import (
     REPLY_PRIMING_TOKENS,
     TOKENS_PER_MESSAGE,
     Cost,
@@ -25,8 +26,8 @@ from domain.costing import (
     estimate_cost,
     usage_columns,
 )
-from domain.image_size import image_size_from_bytes, image_size_from_data_uri
-from domain.image_tokens import (
+from domain.tokens.image_size import image_size_from_bytes, image_size_from_data_uri
+from domain.tokens.images import (
     DEFAULT_VISION_RULE,
     PatchRule,
     TileRule,
@@ -34,7 +35,7 @@ from domain.image_tokens import (
     image_input_tokens,
     vision_rule,
 )
-from domain.text_tokens import count_text_tokens, encoding_name_for_model, heuristic_tokens
+from domain.tokens.text import count_text_tokens, encoding_name_for_model, heuristic_tokens
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from domain.fair_share import Candidate, Lane, plan, rotate, window_size
+from domain.tenancy.fair_share import Candidate, Lane, plan, rotate, window_size
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,10 @@ import pytest
 
 from config.prices import DEFAULT_PRICES_FILE, load_prices
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
-from domain import metric_catalog as catalog
-from domain.costing import UsageColumns
-from domain.metric_store import SEP, MetricBatch
-from domain.repository import Claim
+from domain.jobs.repository import Claim
+from domain.metrics import catalog
+from domain.metrics.store import SEP, MetricBatch
+from domain.tokens.estimates import UsageColumns
 from workers import job_metrics, upstream
 from workers.job_metrics import JobMetrics, upstream_outcome
 

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from config.tiers import ModelLimits
-from domain.costing import Cost
+from domain.tokens.estimates import Cost
+from infra.redis_keys import RedisKeys
 from workers.limiter import (
     Budget,
     Limiter,
@@ -27,7 +28,6 @@ from workers.limiter import (
     wait_seconds,
 )
 from workers.ratelimit_headers import RateLimitState
-from workers.redis_keys import RedisKeys
 
 pytestmark = pytest.mark.unit
 

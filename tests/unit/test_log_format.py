@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from config.logging_setup import JsonFormatter, TextFormatter, make_formatter, uvicorn_log_config
+from infra.log_format import JsonFormatter, TextFormatter, make_formatter, uvicorn_log_config
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +60,6 @@ def test_the_format_setting_picks_the_formatter_and_the_server_config_uses_it() 
     assert isinstance(make_formatter("json"), JsonFormatter)
     assert isinstance(make_formatter("text"), TextFormatter)
     config = uvicorn_log_config("json", "WARNING")
-    assert config["formatters"]["batchery"]["()"] == "config.logging_setup.JsonFormatter"
+    assert config["formatters"]["batchery"]["()"] == "infra.log_format.JsonFormatter"
     assert config["root"] == {"handlers": ["batchery"], "level": "WARNING"}
     assert config["loggers"]["uvicorn.error"] == {"handlers": [], "propagate": True}

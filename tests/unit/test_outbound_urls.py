@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import load_settings
 from domain.errors import InvalidWebhookUrl
-from domain.outbound_urls import UnsafeUrl, check_url, check_webhook_url, refusal_reason, unmap
+from domain.webhooks.url_safety import UnsafeUrl, check_url, check_webhook_url, refusal_reason, unmap
 
 pytestmark = pytest.mark.unit
 

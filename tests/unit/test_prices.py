@@ -11,7 +11,7 @@ import pytest
 from config.errors import ConfigError
 from config.prices import DEFAULT_PRICES_FILE, load_prices
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
-from domain.pricing import UsageAmounts, usage_cost
+from domain.tokens.costs import UsageAmounts, usage_cost
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from domain.log_setup import RedactingFilter, install_log_redaction, scrub
 from domain.redaction import MASK, redact, redact_value, remember_secrets
+from infra.log_setup import RedactingFilter, install_log_redaction, scrub
 
 pytestmark = pytest.mark.unit
 

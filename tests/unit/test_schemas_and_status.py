@@ -6,7 +6,7 @@ import pytest
 
 from domain.errors import InvalidRequest
 from domain.ids import new_id
-from domain.schemas import validate_body
+from domain.jobs.schemas import validate_body
 from domain.status import JobKind, JobStatus, can_transition
 from tests.factories import REQUESTS, vision_request
 

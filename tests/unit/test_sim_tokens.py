@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from domain.image_size import image_size_from_bytes as size_from_bytes
+from domain.tokens.image_size import image_size_from_bytes as size_from_bytes
 from simulator.image_size import BadImageDataError, size_from_data_url
 from simulator.png import tiny_png
 from simulator.prompt_cache import PromptCache

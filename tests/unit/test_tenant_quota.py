@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from domain.tenant_quota import QueueRoom, TenantQueueFull
+from domain.tenancy.quotas import QueueRoom, TenantQueueFull
 
 pytestmark = pytest.mark.unit
 

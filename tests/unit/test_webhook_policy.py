@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from domain.events import encode_payload, job_event_data
-from domain.models import Job
-from domain.webhook_repository import AttemptRecord
+from domain.storage.models import Job
+from domain.webhooks.events import encode_payload, job_event_data
+from domain.webhooks.repository import AttemptRecord
 from workers.webhooks import Outcome, next_delay, outcome_of
 
 pytestmark = pytest.mark.unit

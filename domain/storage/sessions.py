@@ -1,0 +1,119 @@
+"""Engine and session factories. Nothing connects at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.errors import Unavailable
+
+Executor = Session | Connection
+"""What runs a statement: a session, or a bare connection on the worker's hot path."""
+
+
+def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """An engine for SQLite (WAL, foreign keys) or PostgreSQL (psycopg 3, pre-ping unless told not to:
+    ``domain.storage.pg_pool.ping_when_idle`` is the cheaper choice for a busy worker)."""
+    if database_url.startswith("sqlite"):
+        engine = create_engine(
+            database_url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+        **kwargs,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that commits on success, rolls back on error, and maps outages to Unavailable."""
+    session = factory()
+    try:
+        yield session
+    except BaseException as exc:
+        end_session(session, exc)
+        raise
+    end_session(session, None)
+
+
+def end_session(session: Session, error: BaseException | None) -> None:
+    """End ``session``: commit it, or roll it back when its work raised ``error``; then close it.
+
+    A database outage, raised by the work or by the commit, becomes ``Unavailable``; any other error of
+    the work is left for the caller to re-raise. A session that ``needs_ending`` says no about holds no
+    connection, so ending it does no I/O."""
+    try:
+        if error is not None:
+            session.rollback()
+            raise_if_outage(error)
+            return
+        try:
+            session.commit()
+        except BaseException as exc:
+            session.rollback()
+            raise_if_outage(exc)
+            raise
+    finally:
+        session.close()
+
+
+def raise_if_outage(error: BaseException) -> None:
+    """Raise ``Unavailable`` from ``error`` when it means the database cannot be reached."""
+    if isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        raise Unavailable("the database is unavailable") from error
+
+
+def needs_ending(session: Session) -> bool:
+    """Whether ending ``session`` talks to the database: it has a transaction open, or pending changes."""
+    return session.in_transaction() or bool(session.new or session.dirty or session.deleted)
+
+
+@contextmanager
+def connection_scope(engine: Engine) -> Iterator[Connection]:
+    """A bare connection from ``engine``'s pool, for statements that need no session (the worker's hot
+    path runs on an autocommit engine, ``domain.storage.pg_pool.autocommit_engine``). Outages map to
+    Unavailable, as in ``session_scope``."""
+    try:
+        with engine.connect() as connection:
+            yield connection
+            connection.commit()  # a no-op in autocommit mode
+    except (OperationalError, DBAPIError) as exc:
+        raise_if_outage(exc)
+        raise
+
+
+def dialect_name(executor: Executor) -> str:
+    """``postgresql`` or ``sqlite``, for a session or a connection."""
+    if isinstance(executor, Connection):
+        return executor.dialect.name
+    return executor.get_bind().dialect.name

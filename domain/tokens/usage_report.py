@@ -1,0 +1,137 @@
+"""Usage and cost, summed in SQL from the usage columns stored with each job.
+
+One ``GROUP BY`` query (the same on SQLite and PostgreSQL) sums requests, input, output, cached and
+reasoning tokens and images per asked-for key, per model and per UTC day, and for image jobs per size
+and quality. Each of those rows is priced with the entry in effect for its model on its day
+(``config.prices``), so a price change never re-prices older usage, and the priced rows are added up
+per key. The number of rows priced is bounded by keys x models x days, never by the number of jobs.
+
+A job counts once its upstream call has completed: every succeeded job, and a job cancelled while its
+call was running when that call returned usage (the call happened and is billed). Its time is
+``finished_at``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Date, and_, cast, func, literal_column, or_, select
+from sqlalchemy.orm import Session
+
+from config.prices import PriceTable
+from domain.status import JobStatus
+from domain.storage.models import Job
+from domain.tokens.costs import UsageAmounts, usage_cost
+
+__all__ = ["GroupBy", "UsageRow", "usage_report"]
+
+
+class GroupBy(StrEnum):
+    """What usage is summed by."""
+
+    model = "model"
+    tier = "tier"
+    day = "day"
+    tenant = "tenant"
+
+
+@dataclass
+class UsageRow:
+    """The usage and cost of one key (a model, tier, UTC day or tenant)."""
+
+    key: str
+    amounts: UsageAmounts = field(default_factory=UsageAmounts)
+    cost_usd: Decimal = Decimal(0)
+    unpriced_requests: int = 0
+
+
+def counted_jobs() -> Any:
+    """The jobs whose upstream call completed: they carry usage."""
+    return or_(
+        Job.status == JobStatus.succeeded.value,
+        and_(Job.status == JobStatus.cancelled.value, or_(Job.total_tokens > 0, Job.images > 0)),
+    )
+
+
+def _day_expression(session: Session) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.timezone(literal_column("'UTC'"), Job.finished_at), Date)
+    return func.date(Job.finished_at)  # SQLite keeps UTC timestamps as ISO text
+
+
+def _as_date(value: object) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A datetime in UTC; a naive one is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def usage_report(
+    session: Session,
+    prices: PriceTable,
+    *,
+    group_by: GroupBy,
+    tenant_id: str | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[UsageRow]:
+    """Usage per key, ordered by key, for jobs finished in ``[start, end)``; ``tenant_id=None`` is all."""
+    day = _day_expression(session).label("day")
+    size = Job.request["size"].as_string().label("size")
+    quality = Job.request["quality"].as_string().label("quality")
+    grouping: list[Any] = [Job.model, day, size, quality]
+    keys = {GroupBy.model: Job.model, GroupBy.tier: Job.tier, GroupBy.tenant: Job.tenant_id}
+    if group_by in keys:
+        grouping.insert(0, keys[group_by].label("key"))
+    query = select(
+        *grouping,
+        func.count().label("requests"),
+        func.coalesce(func.sum(Job.prompt_tokens), 0).label("input_tokens"),
+        func.coalesce(func.sum(Job.completion_tokens), 0).label("output_tokens"),
+        func.coalesce(func.sum(Job.cached_tokens), 0).label("cached_tokens"),
+        func.coalesce(func.sum(Job.reasoning_tokens), 0).label("reasoning_tokens"),
+        func.coalesce(func.sum(Job.images), 0).label("images"),
+    ).where(counted_jobs(), Job.finished_at.is_not(None))
+    if tenant_id is not None:
+        query = query.where(Job.tenant_id == tenant_id)
+    if start is not None:
+        query = query.where(Job.finished_at >= as_utc(start))
+    if end is not None:
+        query = query.where(Job.finished_at < as_utc(end))
+    query = query.group_by(*grouping)
+    return _price(session.execute(query), prices, group_by)
+
+
+def _price(rows: Iterable[Any], prices: PriceTable, group_by: GroupBy) -> list[UsageRow]:
+    report: dict[str, UsageRow] = defaultdict(lambda: UsageRow(key=""))
+    for row in rows:
+        on = _as_date(row.day)
+        name = on.isoformat() if group_by == GroupBy.day else str(row.key)
+        amounts = UsageAmounts(
+            requests=int(row.requests),
+            input_tokens=int(row.input_tokens),
+            output_tokens=int(row.output_tokens),
+            cached_tokens=int(row.cached_tokens),
+            reasoning_tokens=int(row.reasoning_tokens),
+            images=int(row.images),
+        )
+        cost = usage_cost(prices.price_on(row.model, on), amounts, quality=row.quality, size=row.size)
+        entry = report[name]
+        entry.key = name
+        entry.amounts = entry.amounts + amounts
+        entry.cost_usd += cost.usd
+        if not cost.priced:
+            entry.unpriced_requests += amounts.requests
+    return [report[name] for name in sorted(report)]
