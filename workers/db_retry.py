@@ -2,10 +2,10 @@
 
 ``domain.storage.sessions.session_scope`` turns a lost or refused connection into ``Unavailable``. A
 worker that meets it while claiming a job, or while storing an outcome, waits with capped exponential
-backoff and tries again, for up to ``deadline`` seconds. The job is never marked failed because the database was
-away: if the outage outlasts the deadline the error propagates, the job stays as the database last
-saw it, and the dispatcher re-sends it (a queued job whose message was used up) or re-queues it (a
-running job whose lease runs out).
+backoff and tries again, for up to ``deadline`` seconds. The job is never marked failed because the
+database was away: if the outage outlasts the deadline the error propagates, the job stays as the
+database last saw it, and the dispatcher re-sends it (a queued job whose message was used up) or re-
+queues it (a running job whose lease runs out).
 """
 
 from __future__ import annotations
