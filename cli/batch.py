@@ -30,9 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from config.errors import BatcheryError
+from domain.batches.schemas import TERMINAL
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations", "/v1/responses")
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 class BatchCliError(BatcheryError):

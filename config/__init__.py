@@ -1,1 +1,4 @@
-"""Settings and tiers: the layer every other package builds on. It imports nothing of batchery's."""
+"""Configuration only: settings, tiers and prices. The layer every other package builds on.
+
+It imports nothing of batchery's and no broker, database or HTTP client.
+"""

@@ -29,27 +29,6 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
     """Cancelled by the caller before it could finish."""
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
-
-ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.queued: frozenset({JobStatus.running, JobStatus.cancelled, JobStatus.failed}),
-    JobStatus.running: frozenset(
-        {JobStatus.queued, JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
-    ),
-    JobStatus.succeeded: frozenset(),
-    JobStatus.failed: frozenset(),
-    JobStatus.cancelled: frozenset(),
-}
-
-
-def can_transition(current: JobStatus, target: JobStatus) -> bool:
-    return target in ALLOWED[current]
-
 
 class JobKind(StrEnum):
     """What a job asks the upstream for; decides the upstream path."""

@@ -25,7 +25,8 @@ from typing import Any, Literal
 LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+"""The attributes every log record has; anything else on a record is a structured field."""
 _HIDDEN = frozenset({"color_message"})
 """Extras some libraries add that only repeat the message."""
 
@@ -35,7 +36,7 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {
         name: value
         for name, value in record.__dict__.items()
-        if name not in _STANDARD and name not in _HIDDEN and not name.startswith("_")
+        if name not in STANDARD_ATTRIBUTES and name not in _HIDDEN and not name.startswith("_")
     }
 
 

@@ -16,9 +16,8 @@ from typing import Any
 from config.errors import ConfigError
 from config.settings import Settings, get_settings
 from domain.redaction import redact, remember_secrets
-from infra.log_format import make_formatter
+from infra.log_format import STANDARD_ATTRIBUTES, make_formatter
 
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _formatter = logging.Formatter()
 _lock = threading.Lock()
 _installed = False
@@ -39,7 +38,7 @@ def scrub(record: logging.LogRecord) -> logging.LogRecord:
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     for name, value in list(record.__dict__.items()):
-        if name not in _STANDARD and isinstance(value, str):
+        if name not in STANDARD_ATTRIBUTES and isinstance(value, str):
             setattr(record, name, redact(value))
     return record
 

@@ -57,8 +57,9 @@ def test_a_text_line_appends_plain_fields_as_key_value_pairs() -> None:
 
 
 def test_the_format_setting_picks_the_formatter_and_the_server_config_uses_it() -> None:
-    assert isinstance(make_formatter("json"), JsonFormatter)
-    assert isinstance(make_formatter("text"), TextFormatter)
+    assert json.loads(make_formatter("json").format(_record(**JOB)))["job_id"] == "job_01abc"
+    text = make_formatter("text").format(_record(**JOB))
+    assert "INFO batchery.jobs: job succeeded job_id=job_01abc" in text
     config = uvicorn_log_config("json", "WARNING")
     assert config["formatters"]["batchery"]["()"] == "infra.log_format.JsonFormatter"
     assert config["root"] == {"handlers": ["batchery"], "level": "WARNING"}

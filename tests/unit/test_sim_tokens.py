@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import struct
-import zlib
 
 import pytest
+from PIL import Image
 
-from domain.tokens.image_size import image_size_from_bytes as size_from_bytes
-from simulator.image_size import BadImageDataError, size_from_data_url
+from simulator.image_size import BadImageDataError, size_from_bytes, size_from_data_url
 from simulator.png import tiny_png
 from simulator.prompt_cache import PromptCache
 from simulator.tokens import (
@@ -25,24 +25,6 @@ from simulator.tokens import (
 )
 
 pytestmark = pytest.mark.unit
-
-
-def png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", 13)
-        + b"IHDR"
-        + ihdr
-        + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    )
-
-
-def jpeg_header(width: int, height: int) -> bytes:
-    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    dht = b"\xff\xc4" + struct.pack(">H", 5) + b"\x00\x00\x00"
-    sof = b"\xff\xc2" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
-    return b"\xff\xd8" + app0 + dht + sof
 
 
 def data_url(kind: str, data: bytes) -> str:
@@ -72,11 +54,18 @@ def test_image_tokens_follow_the_tile_rule(
     assert image_tokens(model, size, detail) == tokens
 
 
+def encoded(kind: str, width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 90)).save(buffer, kind)
+    return buffer.getvalue()
+
+
 def test_image_sizes_from_headers() -> None:
     assert size_from_bytes(tiny_png()) == (8, 8)
-    assert size_from_bytes(png_header(2048, 4096)) == (2048, 4096)
-    assert size_from_bytes(b"GIF89a" + struct.pack("<HH", 300, 200) + b"\x00" * 4) == (300, 200)
-    assert size_from_bytes(jpeg_header(640, 480)) == (640, 480)
+    assert size_from_bytes(encoded("PNG", 2048, 4096)) == (2048, 4096)
+    assert size_from_bytes(encoded("GIF", 300, 200)) == (300, 200)
+    assert size_from_bytes(encoded("JPEG", 640, 480)) == (640, 480)
+    assert size_from_bytes(encoded("WEBP", 320, 240)) == (320, 240)
     vp8x = b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x0a\x00\x00\x00" + b"\x00" * 4
     vp8x += (799).to_bytes(3, "little") + (599).to_bytes(3, "little")
     assert size_from_bytes(vp8x) == (800, 600)
@@ -94,9 +83,9 @@ def test_image_sizes_from_headers() -> None:
 
 
 def test_data_urls_are_measured_and_checked() -> None:
-    assert size_from_data_url(data_url("png", png_header(2048, 4096))) == (2048, 4096)
-    assert image_url_tokens("gpt-4o", data_url("png", png_header(2048, 4096)), "high") == 1105
-    assert image_url_tokens("gpt-4o", data_url("jpeg", jpeg_header(512, 512)), "high") == 255
+    assert size_from_data_url(data_url("png", encoded("PNG", 2048, 4096))) == (2048, 4096)
+    assert image_url_tokens("gpt-4o", data_url("png", encoded("PNG", 2048, 4096)), "high") == 1105
+    assert image_url_tokens("gpt-4o", data_url("jpeg", encoded("JPEG", 512, 512)), "high") == 255
     assert image_url_tokens("gpt-4o", "https://example.com/cat.png", "high") == 765
     assert image_url_tokens("gpt-4o", data_url("png", b"unknown format"), "high") == 765
     with pytest.raises(BadImageDataError, match="base64"):
