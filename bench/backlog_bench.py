@@ -23,8 +23,8 @@ import psycopg
 from bench import procstat
 from bench.bench_stack import CHAT_BODY, MODEL, bench_stack, tiers_toml
 from bench.isolated import PrivatePostgres, used_memory, wait_until
-from tests.support.processes import batchery
-from tests.support.redis_server import RedisServer
+from testbed.processes import batchery
+from testbed.redis_server import RedisServer
 
 TENANTS = 10
 INSERT = """

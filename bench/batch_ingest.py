@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bench.harness import ROOT, batchery_env, save, services, start_api
-from tests.support.processes import batchery, wait_for
+from testbed.processes import batchery, wait_for
 
 GOAL_SECONDS = 30.0
 GOAL_API_RSS_MB = 300.0

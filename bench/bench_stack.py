@@ -22,8 +22,8 @@ import redis
 from bench import procstat
 from bench.isolated import PrivatePostgres, command_counts, delta
 from cli.migrations import upgrade
-from tests.support.processes import Process, base_env, batchery, free_port, wait_for, wait_http
-from tests.support.redis_server import RedisServer
+from testbed.processes import Process, base_env, batchery, free_port, wait_for, wait_http
+from testbed.redis_server import RedisServer
 
 MODEL = "gpt-4o-mini"
 CHAT_BODY: dict[str, Any] = {

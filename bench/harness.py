@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import Process, base_env, batchery, free_port, wait_http
-from tests.support.services import fresh_postgres_database, private_redis_db
+from testbed.processes import Process, base_env, batchery, free_port, wait_http
+from testbed.services import fresh_postgres_database, private_redis_db
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 import redis
 
-from tests.support.processes import free_port
-from tests.support.redis_server import RedisServer
+from testbed.processes import free_port
+from testbed.redis_server import RedisServer
 
 
 def _pg_bin(name: str) -> str:

@@ -23,8 +23,8 @@ import httpx
 from bench import bare_celery, procstat
 from bench.bench_stack import CHAT_BODY, BenchStack, bench_stack, tiers_toml, usage
 from bench.isolated import PrivatePostgres, wait_until
-from tests.support.processes import base_env
-from tests.support.redis_server import RedisServer
+from testbed.processes import base_env
+from testbed.redis_server import RedisServer
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from bench.harness import (
     start_api,
     start_simulator,
 )
-from tests.support.processes import base_env, batchery
+from testbed.processes import base_env, batchery
 
 CHAT_MODEL, EMBED_MODEL = "gpt-4o-mini", "text-embedding-3-small"
 LIMITS = {CHAT_MODEL: {"rpm": 600, "tpm": 150_000}, EMBED_MODEL: {"rpm": 900, "tpm": 1_000_000}}

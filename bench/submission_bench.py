@@ -22,7 +22,7 @@ from bench import procstat
 from bench.bench_stack import CHAT_BODY, bench_stack, tiers_toml
 from bench.isolated import PrivatePostgres
 from bench.openloop import open_loop, request_bytes
-from tests.support.redis_server import RedisServer
+from testbed.redis_server import RedisServer
 
 
 def _ms(seconds: float) -> float:

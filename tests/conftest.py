@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import fresh_postgres_database, private_redis_db
+from testbed.services import fresh_postgres_database, private_redis_db
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ from openai import OpenAI
 from openai.types import Batch
 from standardwebhooks import Webhook
 
+from testbed.processes import batchery
 from tests.factories import chat_request, embedding_request, response_request, vision_request
 from tests.support.batches import jsonl, request_line
 from tests.support.keys import create_key
 from tests.support.openai_schema import assert_conforms, assert_output_line, without_nulls
-from tests.support.processes import batchery
 from tests.support.stack import Stack, running_stack
 from tests.support.webhook_receiver import Script, receiver
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testbed.processes import wait_for
+from testbed.services import private_redis_db
 from tests.factories import chat_request
 from tests.support.job_rows import migrated_database, query, status_counts, wait_until_finished
-from tests.support.processes import wait_for
-from tests.support.services import private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 

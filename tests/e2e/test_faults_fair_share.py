@@ -17,11 +17,11 @@ from domain.jobs.dispatch_repository import queued_in_window
 from domain.jobs.submission import WindowRooms
 from domain.storage.sessions import make_engine, make_session_factory
 from domain.tenancy.fair_share import window_size
+from testbed.processes import wait_for
+from testbed.services import private_redis_db
 from tests.factories import chat_request
 from tests.support.job_rows import bulk_insert, migrated_database, query, status_counts
 from tests.support.keys import create_key
-from tests.support.processes import wait_for
-from tests.support.services import private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 

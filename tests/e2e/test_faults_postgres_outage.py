@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from testbed.processes import wait_for
+from testbed.services import private_redis_db
 from tests.factories import chat_request
 from tests.support.job_rows import attempt_outcomes, migrated_database, status_counts, wait_until_finished
-from tests.support.processes import wait_for
-from tests.support.services import private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tiers_file import write_tiers

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.processes import wait_for
+from testbed.redis_server import RedisServer
 from tests.factories import chat_request
 from tests.support.job_rows import (
     attempt_outcomes,
@@ -18,8 +20,6 @@ from tests.support.job_rows import (
     query,
     wait_until_finished,
 )
-from tests.support.processes import wait_for
-from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 

@@ -14,9 +14,9 @@ import pytest
 
 from config.settings import load_settings
 from infra.celery_conf import RUN_JOB_TASK
+from testbed.processes import wait_for
+from testbed.services import fresh_postgres_database, private_redis_db
 from tests.factories import chat_request
-from tests.support.processes import wait_for
-from tests.support.services import fresh_postgres_database, private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 from workers.celery_app import create_celery

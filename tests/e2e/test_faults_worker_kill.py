@@ -29,6 +29,8 @@ import pytest
 import redis
 
 from infra.redis_keys import RedisKeys
+from testbed.processes import Process, wait_for
+from testbed.services import private_redis_db
 from tests.factories import chat_request
 from tests.support.job_rows import (
     attempt_outcomes,
@@ -37,8 +39,6 @@ from tests.support.job_rows import (
     status_counts,
     wait_until_finished,
 )
-from tests.support.processes import Process, wait_for
-from tests.support.services import private_redis_db
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
+from testbed.processes import ROOT, batchery, wait_for
 from tests.factories import chat_request, embedding_request, image_request
-from tests.support.processes import ROOT, batchery, wait_for
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e

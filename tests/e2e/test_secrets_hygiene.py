@@ -25,8 +25,8 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
+from testbed.processes import Process, batchery, free_port, wait_for, wait_http
 from tests.factories import REQUESTS, chat_request
-from tests.support.processes import Process, batchery, free_port, wait_for, wait_http
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e

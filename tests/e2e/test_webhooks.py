@@ -14,8 +14,8 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from testbed.processes import Process, batchery, free_port, wait_for, wait_http
 from tests.factories import chat_request
-from tests.support.processes import Process, batchery, free_port, wait_for, wait_http
 from tests.support.stack import Stack, running_stack
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ from cli.migrations import upgrade
 from config.settings import load_settings
 from domain.jobs import repository
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from testbed.services import fresh_postgres_database
 from tests.factories import new_job
-from tests.support.services import fresh_postgres_database
 from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
 

@@ -179,7 +179,7 @@ def test_connections_are_lent_one_at_a_time_and_kept_after_a_refused_statement(e
 def test_a_server_that_cannot_be_reached_is_unavailable(postgres_url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from tests.support.processes import free_port
+    from testbed.processes import free_port
 
     unreachable = make_url(postgres_url).set(host="127.0.0.1", port=free_port())  # nothing listens there
     engine = make_engine(unreachable.render_as_string(hide_password=False), pool_size=1)

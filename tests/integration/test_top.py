@@ -16,8 +16,8 @@ from config.tiers import load_tiers
 from domain.jobs import repository
 from domain.metrics.store import MetricBatch, MetricStore
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from testbed.processes import ROOT, base_env, batchery
 from tests.factories import new_job
-from tests.support.processes import ROOT, base_env, batchery
 from workers.limiter import Budget, RedisLimiter
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 
 from cli.migrations import upgrade
 from domain.storage.sessions import make_engine
+from testbed.services import fresh_postgres_database
 from tests.factories import chat_request
-from tests.support.services import fresh_postgres_database
 
 BULK_INSERT = text(
     """

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
+from testbed.processes import Process, base_env, batchery, free_port, wait_http
 from tests.support.keys import create_key
-from tests.support.processes import Process, base_env, batchery, free_port, wait_http
 
 
 @dataclass

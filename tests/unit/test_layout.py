@@ -120,7 +120,7 @@ def test_modules_stay_small(package: str) -> None:
 
 
 def test_no_other_installed_distribution_provides_a_batchery_top_level_name() -> None:
-    """batchery installs ``config``, ``api``, ``domain``... at the top level; nothing else may (README, Layout)."""
+    """batchery installs ``config``, ``api``, ``domain``... at the top level; nothing else may (README)."""
     providers = packages_distributions()
     others = {
         name: sorted(set(providers[name]) - {"batchery"})
@@ -152,8 +152,10 @@ def _called_through_module(path: Path) -> bool:
     """Route handlers, CLI commands and repository verbs are called through their module or router
     (``repository.fail``, ``batch_repository.fail``), so their names may repeat across modules."""
     relative = path.relative_to(ROOT)
-    return relative.parts[:2] == ("api", "routes") or relative.parts[0] == "cli" or path.stem.endswith(
-        "repository"
+    return (
+        relative.parts[:2] == ("api", "routes")
+        or relative.parts[0] == "cli"
+        or path.stem.endswith("repository")
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.processes import Process, base_env, free_port, wait_for
+from testbed.processes import Process, base_env, free_port, wait_for
 
 
 class RedisServer:
