@@ -38,11 +38,11 @@ from config.settings import Settings
 from domain.errors import Unavailable
 from domain.jobs import dispatch_repository as repo
 from domain.storage.models import utcnow
+from domain.storage.redis_keys import RedisKeys
 from domain.storage.sessions import session_scope
 from domain.tenancy.fair_share import Candidate, Lane, plan, rotate, window_size
 from domain.webhooks import events
 from infra.celery_conf import RUN_JOB_TASK, send_many_by_name
-from infra.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from config.settings import Settings
 from config.tiers import TierConfig
 from domain.jobs.repository import Claim
 from domain.metrics import catalog
-from domain.metrics.buffer import BufferedMetricStore
+from domain.metrics.buffer import ERROR_LOG_INTERVAL, BufferedMetricStore
 from domain.metrics.store import MetricBatch, MetricStore
 from domain.tokens.costs import UsageAmounts, usage_cost
 from domain.tokens.estimates import UsageColumns
@@ -37,7 +37,6 @@ from workers import upstream
 log = logging.getLogger("batchery.jobs")
 
 FINAL_OUTCOMES = {"succeeded", "failed", "cancelled"}
-ERROR_LOG_INTERVAL = 60.0
 
 
 @dataclass

@@ -36,8 +36,8 @@ import redis
 
 from config.errors import BatcheryError
 from config.tiers import ModelLimits
+from domain.storage.redis_keys import DEFAULT_PREFIX, RedisKeys
 from domain.tokens.estimates import Cost
-from infra.redis_keys import DEFAULT_PREFIX, RedisKeys
 from workers.ratelimit_headers import RateLimitState
 
 __all__ = [

@@ -34,7 +34,7 @@ from domain.webhooks import events
 
 INGEST_LEASE_SECONDS = 600.0
 FINALIZE_LEASE_SECONDS = 600.0
-EVENT_TYPES = {
+BATCH_EVENT_BY_STATUS = {
     BatchStatus.completed.value: "batch.completed",
     BatchStatus.failed.value: "batch.failed",
     BatchStatus.expired.value: "batch.expired",
@@ -53,7 +53,7 @@ class StepResult:
 def record_batch_event(session: Session, batch_id: str, settings: Settings) -> str | None:
     """Record the terminal event of a batch that has a webhook URL; returns the delivery id."""
     batch = session.get(Batch, batch_id, populate_existing=True)
-    event_type = EVENT_TYPES.get(batch.status) if batch is not None else None
+    event_type = BATCH_EVENT_BY_STATUS.get(batch.status) if batch is not None else None
     if batch is None or not batch.webhook_url or event_type is None:
         return None
     return events.record_event(

@@ -8,6 +8,8 @@ every process, and ``HINCRBY`` is atomic, so the counters are exact and outlive 
 
 Layout (all under the deployment's prefix, ``batchery`` by default):
 
+Key names come from ``domain.storage.redis_keys``.
+
 - ``<prefix>:metrics:counters``: one hash. Field ``<family>|<label value>|...``, value an integer
   (``Family.scale`` units make one: the cost is kept in billionths of a dollar).
 - ``<prefix>:metrics:histograms``: one hash. Field ``<family>|<label value>|...|b<i>`` counts the
@@ -33,46 +35,19 @@ from typing import Any
 import redis
 
 from domain.metrics.catalog import STORED_FAMILIES, WEBHOOK_DELIVERIES, WEBHOOK_OUTCOMES, Family, bounded
+from domain.storage.redis_keys import BROKER_PRIORITY_STEPS, DEFAULT_PREFIX, RedisKeys, broker_queue_keys
 
 log = logging.getLogger(__name__)
 
 SEP = "|"
 WINDOW_SLOT_SECONDS = 10
 WINDOW_TTL_SECONDS = 120
-DEFAULT_PREFIX = "batchery"
-BROKER_PRIORITY_SEPARATOR = "\x06\x16"
-BROKER_PRIORITY_STEPS = (0, 3, 6, 9)
 
 Labels = tuple[str, ...]
 
 
 def _clean(value: str) -> str:
     return value.replace(SEP, "_")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricKeys:
-    """The Redis keys of the metrics under one prefix."""
-
-    prefix: str = DEFAULT_PREFIX
-
-    @property
-    def counters(self) -> str:
-        return f"{self.prefix}:metrics:counters"
-
-    @property
-    def histograms(self) -> str:
-        return f"{self.prefix}:metrics:histograms"
-
-    def window(self, slot: int) -> str:
-        return f"{self.prefix}:metrics:window:{slot}"
-
-
-def broker_queue_keys(queue: str) -> list[str]:
-    """The Redis lists a Celery queue is kept in on a Redis broker (one per priority step)."""
-    return [
-        queue if step == 0 else f"{queue}{BROKER_PRIORITY_SEPARATOR}{step}" for step in BROKER_PRIORITY_STEPS
-    ]
 
 
 @dataclass
@@ -124,7 +99,7 @@ class MetricStore:
 
     def __init__(self, client: redis.Redis[Any], prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
-        self.keys = MetricKeys(prefix)
+        self.keys = RedisKeys(prefix)
         self._families = {family.name: family for family in STORED_FAMILIES}
 
     def write(self, batch: MetricBatch, now: float) -> None:
@@ -133,11 +108,11 @@ class MetricStore:
             return
         pipe = self.client.pipeline(transaction=False)
         for name, amount in batch.counters.items():
-            pipe.hincrby(self.keys.counters, name, amount)
+            pipe.hincrby(self.keys.metrics_counters, name, amount)
         for name, amount in batch.histograms.items():
-            pipe.hincrby(self.keys.histograms, name, amount)
+            pipe.hincrby(self.keys.metrics_histograms, name, amount)
         if batch.window:
-            key = self.keys.window(int(now // WINDOW_SLOT_SECONDS))
+            key = self.keys.metrics_window(int(now // WINDOW_SLOT_SECONDS))
             for name, amount in batch.window.items():
                 pipe.hincrby(key, name, amount)
             pipe.expire(key, WINDOW_TTL_SECONDS)
@@ -146,7 +121,7 @@ class MetricStore:
     def counters(self) -> dict[str, dict[Labels, float]]:
         """Every stored counter, by family name then label values, in the family's unit."""
         found: dict[str, dict[Labels, float]] = {}
-        for field_name, raw in self.client.hgetall(self.keys.counters).items():
+        for field_name, raw in self.client.hgetall(self.keys.metrics_counters).items():
             family, labels = self._split(field_name, extra=0)
             if family is not None:
                 found.setdefault(family.name, {})[labels] = int(raw) / family.scale
@@ -156,7 +131,7 @@ class MetricStore:
         """Every stored histogram, by family name then label values."""
         raw_buckets: dict[tuple[str, Labels], list[int]] = {}
         sums: dict[tuple[str, Labels], int] = {}
-        for field_name, raw in self.client.hgetall(self.keys.histograms).items():
+        for field_name, raw in self.client.hgetall(self.keys.metrics_histograms).items():
             family, parts = self._split(field_name, extra=1)
             if family is None:
                 continue
@@ -186,7 +161,7 @@ class MetricStore:
         pipe = self.client.pipeline(transaction=False)
         slots = sorted(weights)
         for slot in slots:
-            pipe.hgetall(self.keys.window(slot))
+            pipe.hgetall(self.keys.metrics_window(slot))
         totals: dict[tuple[str, str, str], float] = {}
         for slot, values in zip(slots, pipe.execute(), strict=True):
             for field_name, raw in values.items():

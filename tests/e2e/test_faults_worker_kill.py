@@ -28,7 +28,7 @@ import httpx
 import pytest
 import redis
 
-from infra.redis_keys import RedisKeys
+from domain.storage.redis_keys import RedisKeys
 from testbed.processes import Process, wait_for
 from testbed.services import private_redis_db
 from tests.factories import chat_request

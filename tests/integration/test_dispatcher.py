@@ -19,8 +19,8 @@ from domain.errors import Unavailable
 from domain.jobs import dispatch_repository, repository
 from domain.status import JobStatus
 from domain.storage.models import Job, WebhookDelivery, utcnow
+from domain.storage.redis_keys import RedisKeys
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
-from infra.redis_keys import RedisKeys
 from testbed.processes import free_port
 from tests.factories import new_job
 from tests.support.tiers_file import write_tiers

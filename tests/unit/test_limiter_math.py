@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from config.tiers import ModelLimits
+from domain.storage.redis_keys import RedisKeys
 from domain.tokens.estimates import Cost
-from infra.redis_keys import RedisKeys
 from workers.limiter import (
     Budget,
     Limiter,

@@ -11,6 +11,12 @@ Limiter keys, for a budget named ``NAME``:
   of the last update in milliseconds (``ts``); it expires once idle long enough to be full again.
 - ``<prefix>:limiter:{NAME}:pause`` a string set with a millisecond expiry while the upstream asked
   every worker to hold off (a 429 with Retry-After).
+
+Metric keys (``domain.metrics.store`` says what their fields hold): ``<prefix>:metrics:counters``,
+``<prefix>:metrics:histograms`` and ``<prefix>:metrics:window:<slot>``.
+
+The dispatcher's marker: ``<prefix>:dispatch:epoch``. Celery's own queue lists are named by Celery
+(``broker_queue_keys``), not prefixed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "batchery"
+BROKER_PRIORITY_SEPARATOR = "\x06\x16"
+BROKER_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +54,24 @@ class RedisKeys:
         """A marker the dispatcher keeps in the broker's Redis; when it is gone, so may be the queued
         messages (a restart without persistence, a FLUSHALL), and the dispatcher re-sends the window."""
         return f"{self.prefix}:dispatch:epoch"
+
+    @property
+    def metrics_counters(self) -> str:
+        """The hash of every counter."""
+        return f"{self.prefix}:metrics:counters"
+
+    @property
+    def metrics_histograms(self) -> str:
+        """The hash of every histogram bucket and sum."""
+        return f"{self.prefix}:metrics:histograms"
+
+    def metrics_window(self, slot: int) -> str:
+        """The hash of one 10-second slot of the last minute's figures."""
+        return f"{self.prefix}:metrics:window:{slot}"
+
+
+def broker_queue_keys(queue: str) -> list[str]:
+    """The Redis lists a Celery queue is kept in on a Redis broker (one per priority step)."""
+    return [
+        queue if step == 0 else f"{queue}{BROKER_PRIORITY_SEPARATOR}{step}" for step in BROKER_PRIORITY_STEPS
+    ]
