@@ -8,7 +8,8 @@ and ``OPENAI_API_KEY`` unless the object names it::
      "gw":    {"base_url": "https://gw.example/v1/api/openai", "auth": "x-api-key",
                "api_key_env": "GATEWAY_KEY", "headers": {"X-Team": "search"}}}
 
-- ``api_key`` holds the key inline; ``api_key_env`` names the variable to read it from instead (never both).
+- ``api_key`` holds the key inline; ``api_key_env`` names the variable to read it from instead (never
+  both), from the environment or ``.env``.
 - ``auth``: ``bearer`` (``Authorization: Bearer <key>``, the default), ``api-key`` (Azure's ``api-key``
   header), ``x-api-key`` (gateways), or ``none`` (a local server that takes no key).
 - ``api_version``: sent as the ``api-version`` query parameter when given (Azure's deployment-style
@@ -24,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 AuthStyle = Literal["bearer", "api-key", "x-api-key", "none"]
@@ -58,7 +60,7 @@ class Provider(BaseModel):
             raise ValueError("api_key_env must be the name of an environment variable")
         if data.get("api_key"):
             raise ValueError("give api_key or api_key_env, not both")
-        key = os.environ.get(name, "")
+        key = os.environ.get(name) or dotenv_values(".env").get(name) or ""  # as settings read them
         if not key.strip():
             raise ValueError(f"api_key_env names {name}, which is not set or empty")
         return {**data, "api_key": key.strip()}
