@@ -111,3 +111,25 @@ def test_production_refuses_a_provider_without_its_key(
     keyless = {"openai": {"base_url": "http://vllm.internal:8000/v1", "auth": "none"}}
     _providers(monkeypatch, keyless)
     load_settings(environment="production").check_provider_keys()
+
+
+def test_header_values_and_keys_are_remembered_for_redaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from domain.redaction import redact, remember_secrets
+    from infra.log_setup import secrets_of
+
+    monkeypatch.setenv("GATEWAY_KEY", "plainhexkey0123456789abcdef")
+    _providers(
+        monkeypatch,
+        {
+            "gw": {
+                "base_url": "https://gw.example/v1",
+                "api_key_env": "GATEWAY_KEY",
+                "headers": {"X-T": SECRET},
+            }
+        },
+    )
+    secrets = secrets_of(load_settings())
+    assert SECRET in secrets and "plainhexkey0123456789abcdef" in secrets
+    remember_secrets(secrets)
+    text = redact(f"upstream said: bad header {SECRET} for key plainhexkey0123456789abcdef")
+    assert SECRET not in text and "plainhexkey0123456789abcdef" not in text
