@@ -105,3 +105,12 @@ def test_every_default_model_and_snapshot_has_a_price() -> None:
     snapshot = prices.price_on("gpt-4o-2024-08-06", day)
     base = prices.price_on("gpt-4o", day)
     assert snapshot is not None and snapshot == base
+
+
+def test_metrics_label_a_snapshot_with_its_base_model() -> None:
+    from domain.metrics.catalog import MetricLabels
+
+    labels = MetricLabels(TIERS)
+    assert labels.model("gpt-4o-2024-08-06") == "gpt-4o"
+    assert labels.model("gpt-5-nano") == "gpt-5-nano"
+    assert labels.model("grok-4") == "other"
