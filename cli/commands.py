@@ -50,6 +50,7 @@ def run_api(args: argparse.Namespace) -> int:
     from infra.log_format import uvicorn_log_config
 
     settings = get_settings()  # fail fast, naming the variable, before uvicorn starts
+    settings.check_provider_keys()
     load_prices(settings.prices_file)
     uvicorn.run(
         "api.main:create_app",
@@ -86,6 +87,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from workers.tasks import register_tasks
 
     settings = get_settings()
+    settings.check_provider_keys()
     load_prices(settings.prices_file)  # the job metrics price each call; a bad file stops start-up
     tiers = settings.tiers.tiers
     names = args.tier or list(tiers)
@@ -197,6 +199,7 @@ def run_db(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if args.action == "upgrade":
+        settings.check_provider_keys()  # compose runs this first: a missing key stops the whole stack
         upgrade(settings.database_url, args.revision)
         print(f"database upgraded to {args.revision}")
     else:

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from config.errors import ConfigError
+from config.tiers import model_family
 
 DEFAULT_PRICES_FILE = Path(__file__).with_name("prices.toml")
 PER_MILLION = Decimal(1_000_000)
@@ -94,8 +95,9 @@ class PriceTable(BaseModel):
         return self
 
     def price_on(self, model: str, day: date) -> ModelPrice | None:
-        """The entry in effect for ``model`` on ``day``, or None (unknown model, or before its first)."""
-        entries = self.models.get(model)
+        """The entry in effect for ``model`` on ``day``, or None (unknown model, or before its first). A
+        dated snapshot or ``-latest`` alias without entries of its own is priced as its base model."""
+        entries = next((self.models[name] for name in model_family(model) if name in self.models), None)
         if not entries:
             return None
         index = bisect.bisect_right([entry.effective for entry in entries], day)

@@ -16,8 +16,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from config import webhook_settings
 from config.errors import ConfigError
 from config.prices import DEFAULT_PRICES_FILE
+from config.providers import Provider, missing_keys
 from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -39,30 +38,6 @@ class Environment(StrEnum):
     development = "development"
     test = "test"
     production = "production"
-
-
-class Provider(BaseModel):
-    """An OpenAI-compatible upstream: where it is and how it wants its key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str
-    api_key: SecretStr = SecretStr("")
-    auth: Literal["bearer", "api-key"] = "bearer"
-    api_version: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _valid_base_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _azure_needs_version(self) -> Provider:
-        if self.auth == "api-key" and not self.api_version:
-            raise ValueError("auth 'api-key' (Azure style) needs api_version")
-        return self
 
 
 class Settings(BaseSettings):
@@ -258,13 +233,25 @@ class Settings(BaseSettings):
     def has_provider_key(self) -> bool:
         return bool(self.openai_api_key.get_secret_value())
 
+    def check_provider_keys(self) -> None:
+        """In production, refuse to start when a tier's provider needs a key and has none: jobs would
+        only fail upstream, one attempt after another."""
+        if self.environment != Environment.production:
+            return
+        used = [(tier.name, tier.provider) for tier in self.tiers.tiers.values()]
+        problems = missing_keys(self.providers, used)
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
 
-def _env_name(field: str) -> str:
-    info = Settings.model_fields.get(field)
-    if info is not None and isinstance(info.validation_alias, AliasChoices):
-        first = info.validation_alias.choices[0]
-        return str(first)
-    return f"BATCHERY_{field.upper()}"
+
+def _env_name(location: str) -> str:
+    """The variable behind an error's first location part: a field name or one of its aliases."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(choice) for choice in alias.choices] if isinstance(alias, AliasChoices) else []
+        if location == name or location in choices:
+            return choices[0] if choices else f"BATCHERY_{name.upper()}"
+    return f"BATCHERY_{location.upper()}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -26,7 +26,12 @@ A tiers file is TOML::
 - ``usage``: real consumption. After each response the reservation is settled against the returned
   ``usage``; a failed call refunds its tokens.
 
-Each model belongs to exactly one tier. Loading reports the file, the line (for TOML syntax errors) and
+Each model belongs to exactly one tier. A model the file does not name resolves to the model it is a
+snapshot or alias of (``model_family``): ``gpt-4o-2024-08-06``, ``gpt-4-0613`` and ``o3-latest`` run in the
+tier of ``gpt-4o``, ``gpt-4`` and ``o3``, under that model's limits and in its limiter bucket, as the
+provider counts them. Other unknown models go to ``default_tier``, or are refused.
+
+Loading reports the file, the line (for TOML syntax errors) and
 the reason, so a malformed file stops start-up with a message a person can act on.
 """
 
@@ -44,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from config.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A dated snapshot (-2024-08-06, or the older -0613) or a moving alias (-latest) of a base model.
+_SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
 DEFAULT_TIERS_FILE = Path(__file__).with_name("tiers.toml")
 
 
@@ -117,21 +124,45 @@ class TierConfig(BaseModel):
     def known_models(self) -> list[str]:
         return sorted(self._tier_of_model)
 
+    def configured_model(self, model: str) -> str | None:
+        """The model of the file that ``model`` is, or is a snapshot or alias of; None when unknown."""
+        for candidate in model_family(model):
+            if candidate in self._tier_of_model:
+                return candidate
+        return None
+
     def tier_for(self, model: str) -> Tier | None:
-        """The tier serving ``model``, the default tier for unknown models, or None."""
-        tier = self._tier_of_model.get(model)
-        if tier is None and self.default_tier is not None:
-            return self.tiers[self.default_tier]
-        return tier
+        """The tier serving ``model`` (or its base model), the default tier for unknown models, or None."""
+        base = self.configured_model(model)
+        if base is not None:
+            return self._tier_of_model[base]
+        return self.tiers[self.default_tier] if self.default_tier is not None else None
 
     def limits_for(self, model: str) -> ModelLimits | None:
-        """The model's limits; an unknown model on the default tier borrows none."""
-        tier = self._tier_of_model.get(model)
-        return tier.models[model] if tier is not None else None
+        """The model's limits; a snapshot shares its base model's limits and bucket; an unknown model on
+        the default tier borrows none."""
+        base = self.configured_model(model)
+        if base is None:
+            return None
+        tier = self._tier_of_model[base]
+        limits = tier.models[base]
+        if base == model or limits.budget is not None:
+            return limits
+        # the limiter names a model's own bucket "<tier>:<model>": the snapshot joins its base's
+        return limits.model_copy(update={"budget": f"{tier.name}:{base}"})
 
     @property
     def queues(self) -> list[str]:
         return [tier.queue for tier in self.tiers.values()]
+
+
+def model_family(model: str) -> list[str]:
+    """``model`` then the models it is a snapshot or alias of, nearest first: ``gpt-4o-2024-08-06`` gives
+    ``[gpt-4o-2024-08-06, gpt-4o]``; ``gpt-5-chat-latest`` gives ``[gpt-5-chat-latest, gpt-5-chat]``."""
+    family = [model]
+    while (match := _SNAPSHOT_SUFFIX.search(family[-1])) and match.start() > 0:
+        family.append(family[-1][: match.start()])
+    return family
 
 
 def parse_tiers(data: Mapping[str, Any]) -> TierConfig:

@@ -53,7 +53,7 @@ class RedactingFilter(logging.Filter):
 
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret value the settings hold."""
-    values = [provider.api_key.get_secret_value() for provider in settings.providers.values()]
+    values = [value for provider in settings.providers.values() for value in provider.secret_values()]
     values.append(settings.openai_api_key.get_secret_value())
     values.append(settings.flower_password.get_secret_value())
     values.extend(secret.get_secret_value() for secret in getattr(settings, "webhook_secrets", ()))

@@ -47,7 +47,14 @@ from simulator.stats import CallRecord
 
 Planner = Callable[[Mapping[str, Any], CallContext], CallPlan]
 _LOG = logging.getLogger("simulator")
-_WANTED_HEADERS = frozenset({b"authorization", b"api-key", b"host", b"x-client-request-id"})
+_WANTED_HEADERS = frozenset({b"authorization", b"api-key", b"x-api-key", b"host", b"x-client-request-id"})
+# where a key may travel, in the order a hosted API looks: Bearer, Azure's api-key, a gateway's x-api-key
+_KEY_HEADERS = ((b"authorization", "bearer"), (b"api-key", "api-key"), (b"x-api-key", "x-api-key"))
+# headers every client sends; the others are recorded with each call (GET /_requests), so a test can
+# see what a provider's configuration put on the wire
+_PLAIN_HEADERS = frozenset(
+    {b"host", b"content-type", b"content-length", b"user-agent", b"accept", b"accept-encoding", b"connection"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,10 @@ async def serve_model_call(
                 tokens_charged=outcome.tokens_charged,
                 usage=outcome.usage if status == 200 else None,
                 duration_ms=(time.perf_counter() - started) * 1000,
+                path=scope["path"],
+                query=scope.get("query_string", b"").decode("latin-1"),
+                auth=_key_style(headers),
+                headers=_extra_headers(scope),
             )
         )
 
@@ -166,14 +177,41 @@ async def _answer(
 
 
 def _authenticate(headers: Mapping[bytes, str], required: str | None) -> None:
-    authorization = headers.get(b"authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    key = token.strip() if scheme.lower() == "bearer" else ""
-    key = key or headers.get(b"api-key", "").strip()
+    key = _key_of(headers)
     if not key:
         raise missing_api_key()
     if required is not None and key != required:
         raise incorrect_api_key(key)
+
+
+def _key_of(headers: Mapping[bytes, str]) -> str:
+    style = _key_style(headers)
+    if style == "bearer":
+        return headers[b"authorization"].partition(" ")[2].strip()
+    return headers.get(b"api-key" if style == "api-key" else b"x-api-key", "").strip()
+
+
+def _key_style(headers: Mapping[bytes, str]) -> str | None:
+    """Which header carries the caller's key, if any."""
+    for name, style in _KEY_HEADERS:
+        value = headers.get(name, "")
+        if style == "bearer":
+            scheme, _, token = value.partition(" ")
+            value = token if scheme.lower() == "bearer" else ""
+        if value.strip():
+            return style
+    return None
+
+
+def _extra_headers(scope: Scope) -> tuple[tuple[str, str], ...]:
+    """The request's headers beyond the plain ones; keys are masked."""
+    kept = []
+    for raw_name, raw_value in scope["headers"]:
+        if raw_name in _PLAIN_HEADERS:
+            continue
+        masked = raw_name in (b"authorization", b"api-key", b"x-api-key")
+        kept.append((raw_name.decode("latin-1"), "***" if masked else raw_value.decode("latin-1")))
+    return tuple(kept)
 
 
 async def _json_body(receive: Receive) -> dict[str, Any]:

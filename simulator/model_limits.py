@@ -2,9 +2,10 @@
 
 Limits come from a tiers file (``config.tiers``), scaled by ``--limit-scale``. Models naming the same
 ``budget`` share one bucket; its limits are, per dimension, the smallest non-zero figure among them.
-Unknown models are refused (404 ``model_not_found``) unless ``--default-limits`` is given or the tiers
-file names a ``default_tier``: then any model is served, each unknown one in its own bucket with the
-default limits (or none).
+A dated snapshot or ``-latest`` alias of a named model (``config.tiers.model_family``) is served in its
+base model's bucket, as a hosted API counts it. Unknown models are refused (404 ``model_not_found``)
+unless ``--default-limits`` is given or the tiers file names a ``default_tier``: then any model is
+served, each unknown one in its own bucket with the default limits (or none).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers
+from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers, model_family
 from simulator.ratelimit import Limits
 
 
@@ -42,7 +43,7 @@ class LimitTable:
 
     def rule_for(self, model: str) -> ModelRule | None:
         """The model's rule, or None when the model is unknown and unknown models are refused."""
-        rule = self._rules.get(model)
+        rule = next((self._rules[name] for name in model_family(model) if name in self._rules), None)
         if rule is None and self._unknown is not None:
             return ModelRule(model, self._unknown)
         return rule

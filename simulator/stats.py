@@ -67,6 +67,10 @@ class CallRecord:
     tokens_charged: int = 0
     usage: Usage | None = None
     duration_ms: float = 0.0
+    path: str = ""
+    query: str = ""
+    auth: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class SimulatorStats:
@@ -154,6 +158,10 @@ def _record_json(record: CallRecord) -> dict[str, Any]:
         "request_id": record.request_id,
         "client_request_id": record.client_request_id,
         "endpoint": record.endpoint,
+        "path": record.path,
+        "query": record.query,
+        "auth": record.auth,
+        "headers": dict(record.headers),
         "model": record.model,
         "user": record.user,
         "status": record.status,

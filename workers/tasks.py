@@ -16,6 +16,7 @@ from celery import Celery, signals
 
 from config.settings import Settings
 from domain.jobs import dispatch_repository
+from domain.status import JobStatus
 from domain.storage.pg_pool import IDLE_PING_SECONDS, ping_when_idle
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
@@ -25,6 +26,7 @@ from workers.job_metrics import JobMetrics
 from workers.limiter import RedisLimiter
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
+from workers.task_outcome import JobFailed, failure_of
 from workers.upstream import make_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
@@ -123,7 +125,9 @@ def register_tasks(
         app, settings, lambda: state.runner().sessions, state.send_webhook, nudge_dispatcher=state.pump.nudge
     )
 
-    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(  # type: ignore[untyped-decorator]
+        name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, throws=(JobFailed,)
+    )
     def run_job(job_id: str) -> str:
         """Run one job by id."""
         runner = state.runner()
@@ -132,6 +136,8 @@ def register_tasks(
         batch_id = claim.batch_id if claim is not None else None
         state.batches.job_finished(job_id, outcome, batch_id=batch_id, batch_known=claim is not None)
         state.pump.nudge()  # a place in the window is free: refill it now
+        if outcome == JobStatus.failed.value:  # stored: now let Celery and Flower show FAILURE
+            raise failure_of(runner.sessions, job_id)
         return outcome
 
     @app.task(name=SWEEP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

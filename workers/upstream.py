@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from config.errors import BatcheryError
-from config.settings import Provider
+from config.providers import Provider
 from workers.sharded_transport import ShardedTransport
 
 
@@ -105,15 +105,8 @@ def call(
     idempotency_key: str | None = None,
 ) -> UpstreamResponse:
     """POST ``body`` to ``provider``'s ``path``; raises an UpstreamError subclass unless it is 2xx."""
-    headers = {"content-type": "application/json"}
-    params: dict[str, str] = {}
-    key = provider.api_key.get_secret_value()
-    if provider.auth == "api-key":
-        if key:
-            headers["api-key"] = key
-        params["api-version"] = provider.api_version or ""
-    elif key:
-        headers["authorization"] = f"Bearer {key}"
+    headers = {**provider.request_headers(), "content-type": "application/json"}
+    params = provider.query_params()
     if idempotency_key:
         headers["idempotency-key"] = idempotency_key
     try:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from domain.errors import InvalidRequest
+from domain.jobs.streaming import refuse_streaming
 from domain.status import JobKind, JobStatus
 
 MAX_METADATA_PAIRS = 16
@@ -111,6 +112,7 @@ BODY_MODELS: dict[JobKind, type[_OpenAIBody]] = {
 
 def validate_body(kind: JobKind, body: dict[str, Any]) -> str:
     """Check ``body`` for ``kind``; returns the model. Raises InvalidRequest naming the field."""
+    refuse_streaming(body)
     try:
         parsed = BODY_MODELS[kind].model_validate(body)
     except ValidationError as exc:

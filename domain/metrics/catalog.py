@@ -141,13 +141,17 @@ class MetricLabels:
     def __init__(self, tiers: TierConfig) -> None:
         self._tiers = frozenset(tiers.tiers)
         self._models = frozenset(tiers.known_models)
+        self._configured_model = tiers.configured_model
         self._kinds = frozenset(kind.value for kind in JobKind)
 
     def tier(self, name: str) -> str:
         return name if name in self._tiers else OTHER
 
     def model(self, name: str) -> str:
-        return name if name in self._models else OTHER
+        """The model, or the model of the tiers file it is a snapshot or alias of, else ``other``."""
+        if name in self._models:
+            return name
+        return self._configured_model(name) or OTHER
 
     def kind(self, name: str) -> str:
         return name if name in self._kinds else OTHER

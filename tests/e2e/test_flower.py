@@ -115,3 +115,27 @@ def test_flower_shows_each_tier_queue_with_its_length_and_the_tasks_with_ids_onl
         assert task["name"] == "batchery.run_job"
         assert task["args"] in {repr([job_id]) for job_id in ids}
         assert task["kwargs"] in ("{}", {})
+
+
+def test_a_failed_jobs_task_shows_failure_with_the_error(fleet: Fleet) -> None:
+    with fleet.stack.api() as api:
+        failed = api.post("/v1/jobs", json={"kind": "chat", "request": chat_request(user="sim:status=400")})
+        succeeded = api.post("/v1/jobs", json={"kind": "chat", "request": chat_request()})
+        failed_id, succeeded_id = failed.json()["id"], succeeded.json()["id"]
+        jobs = fleet.stack.wait_jobs(api, [failed_id, succeeded_id])
+    assert [job["status"] for job in jobs] == ["failed", "succeeded"]
+
+    def task_of(job_id: str) -> dict[str, Any] | None:
+        tasks = fleet.flower.get("/api/tasks").json().values()
+        done = [t for t in tasks if job_id in str(t.get("args")) and t.get("state") in ("SUCCESS", "FAILURE")]
+        return done[0] if done else None
+
+    wait_for(lambda: task_of(failed_id) is not None and task_of(succeeded_id) is not None, 30, what="tasks")
+    failure, success = task_of(failed_id), task_of(succeeded_id)
+    assert failure is not None and success is not None
+    assert failure["state"] == "FAILURE" and success["state"] == "SUCCESS"
+    error = jobs[0]["error"]
+    assert failure["exception"].startswith("JobFailed(")
+    assert f"{error['type']}: {error['message'][:40]}" in failure["exception"]
+    assert failed_id in failure["exception"] and "gpt-4o-mini" in failure["exception"]
+    assert failure["retries"] == 0

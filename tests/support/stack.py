@@ -78,9 +78,11 @@ def running_stack(
     worker_args: Sequence[str] = ("--concurrency", "8"),
     extra_env: dict[str, str] | None = None,
     dispatcher: bool = False,
+    sim_port: int | None = None,
 ) -> Iterator[Stack]:
-    """The stack; ``dispatcher`` adds a ``batchery dispatcher`` process (workers dispatch by themselves)."""
-    sim_port, api_port = free_port(), free_port()
+    """The stack; ``dispatcher`` adds a ``batchery dispatcher`` process (workers dispatch by themselves).
+    ``sim_port`` fixes the simulator's port, for providers configured before the stack starts."""
+    sim_port, api_port = sim_port or free_port(), free_port()
     env = base_env(
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,

@@ -80,7 +80,7 @@ def test_valid_lines_become_jobs_of_the_endpoints_kind(
         (_line(body="hello"), "invalid_body", "body"),
         (_line(body={"model": "gpt-4o-mini", "messages": []}), "invalid_body", "body.messages"),
         (_line(body={"messages": [{"role": "user", "content": "x"}]}), "invalid_body", "body.model"),
-        (_line(body={**chat_request(), "stream": True}), "invalid_body", "body.stream"),
+        (_line(body={**chat_request(), "stream": True}), "streaming_unsupported", "body.stream"),
         (_line(body=chat_request(model="no-such-model")), "model_not_found", "body.model"),
         (
             _line(body={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}] * 5}),

@@ -49,4 +49,5 @@ def test_compose_runs_flower_with_the_credentials() -> None:
     environment = services["flower"]["environment"]
     assert environment["BATCHERY_ENVIRONMENT"] == "production"
     assert {"BATCHERY_FLOWER_USER", "BATCHERY_FLOWER_PASSWORD"} <= set(environment)
-    assert "batchery" in services["flower"]["command"] and "flower" in services["flower"]["command"]
+    command = " ".join(services["flower"]["command"])
+    assert "exec batchery flower" in command

@@ -1,0 +1,36 @@
+"""How a job's end shows in Celery and so in Flower: a failed job's task ends in ``FAILURE``.
+
+The job task stores the job's outcome first (the database is the ledger), then raises ``JobFailed`` with
+the job's stored error type and message. The task declares it as an expected error (``throws``): Celery
+records the failure without a traceback and never retries it, and the message is acknowledged as usual.
+The stored message is the redacted one, so no secret reaches Flower.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain.storage.models import Job
+from domain.storage.sessions import session_scope
+
+_MAX_MESSAGE = 500
+
+
+class JobFailed(Exception):
+    """A job failed; its outcome is stored. Raised so that its Celery task ends in FAILURE."""
+
+    def __init__(self, job_id: str, kind: str, model: str, error_type: str, message: str) -> None:
+        self.job_id, self.kind, self.model, self.error_type = job_id, kind, model, error_type
+        text = message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + "…"
+        super().__init__(f"job {job_id} ({kind}, {model}) failed: {error_type}: {text}")
+
+
+def failure_of(sessions: sessionmaker[Session], job_id: str) -> JobFailed:
+    """The JobFailed for ``job_id``, from its stored error."""
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return JobFailed(job_id, "?", "?", "unknown", "the job is gone")
+        return JobFailed(
+            job_id, str(job.kind), str(job.model), job.error_type or "error", job.error_message or ""
+        )
