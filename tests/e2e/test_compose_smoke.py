@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.processes import Process, wait_for, wait_http
+from testbed.services import fresh_postgres_database
 from tests.factories import REQUESTS
 from tests.support.compose import Native, project, render
 from tests.support.keys import create_key
-from tests.support.processes import Process, wait_for, wait_http
-from tests.support.services import fresh_postgres_database
 
 pytestmark = pytest.mark.e2e
 SIM = ("-f", "docker-compose.yml", "-f", "docker-compose.sim.yml", "--profile", "sim")

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.processes import free_port
 from tests.factories import chat_request
-from tests.support.processes import free_port
 from tests.support.stack import Stack, running_stack
 from tests.support.tiers_file import write_tiers
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.processes import ROOT, base_env, free_port
+from testbed.processes import ROOT, base_env, free_port
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sim.yml")
 # the port each service listens on in its container, as its command and health check name it
