@@ -39,6 +39,16 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     assert workers and all("--no-dispatch" in services[name]["command"] for name in workers)
 
 
+def test_a_fresh_clone_without_a_dot_env_is_valid_too(tmp_path: Path) -> None:
+    directory = project(tmp_path, copied_env=False)
+    assert not (directory / ".env").exists()
+    for args in ((), SIM):
+        services = _services(directory, *args)
+        assert services["api"]["environment"]["BATCHERY_ENVIRONMENT"] == "production"
+    simulated = _services(directory, *SIM)
+    assert "simulator" in simulated["api"]["environment"]["OPENAI_BASE_URL"]
+
+
 def test_without_the_override_the_stack_calls_the_real_provider(tmp_path: Path) -> None:
     services = _services(project(tmp_path))
     for name, service in services.items():

@@ -26,13 +26,16 @@ COMPOSE_FILES = ("docker-compose.yml", "docker-compose.sim.yml")
 SERVICE_PORTS = {"api": 8000, "flower": 5555, "simulator": 8100}
 
 
-def project(tmp: Path) -> Path:
+def project(tmp: Path, *, copied_env: bool = True) -> Path:
     """A compose project directory as a deployment makes it: the compose files and ``cp .env.example
-    .env``; the config directory is the repository's."""
+    .env`` (or, with ``copied_env=False``, a fresh clone that has not made its .env yet); the config
+    directory is the repository's."""
     tmp.mkdir(parents=True, exist_ok=True)
     for name in COMPOSE_FILES:
         shutil.copy(ROOT / name, tmp / name)
-    shutil.copy(ROOT / ".env.example", tmp / ".env")
+    shutil.copy(ROOT / ".env.example", tmp / ".env.example")
+    if copied_env:
+        shutil.copy(ROOT / ".env.example", tmp / ".env")
     (tmp / "config").symlink_to(ROOT / "config")
     return tmp
 
