@@ -597,3 +597,11 @@ def test_cost_arithmetic() -> None:
     actual = Cost(requests=1, tokens=900, images=2)
     assert actual - estimate == Cost(requests=0, tokens=-600, images=0)
     assert estimate + actual == Cost(requests=2, tokens=2400, images=4)
+
+
+def test_an_encoding_that_cannot_load_falls_back_to_the_heuristic() -> None:
+    from domain.tokens.text import load_counter
+
+    assert load_counter("no_such_base") is None
+    assert count_text_tokens("abcdefgh" * 10, "no_such_base") == heuristic_tokens("abcdefgh" * 10) == 20
+    assert load_counter("o200k_base") is not None
