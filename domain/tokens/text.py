@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import math
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
@@ -80,6 +81,8 @@ def encoding_name_for_model(model: object) -> str:
 
 
 _EXTENSION = "bpe_openai._bindings"
+_loading = threading.Lock()
+"""Worker threads may count their first text at once; the extension must be initialised only once."""
 
 
 def _tokenizer_extension() -> ModuleType:
@@ -107,7 +110,8 @@ def _tokenizer_extension() -> ModuleType:
 def load_counter(encoding_name: str) -> TextCounter | None:
     """The tokenizer for ``encoding_name`` (o200k_base or cl100k_base), or None when it cannot load."""
     try:
-        counter: TextCounter = _tokenizer_extension().tokenizer_for_encoding(encoding_name)
+        with _loading:
+            counter: TextCounter = _tokenizer_extension().tokenizer_for_encoding(encoding_name)
     except Exception:  # a missing wheel or an unknown encoding: counted by the heuristic instead
         _log.warning("token counting: encoding %s unavailable, estimating 4 bytes per token", encoding_name)
         return None
