@@ -56,7 +56,6 @@ class Output:
 class PromptScan:
     """What a request's prompt adds up to while it is being validated."""
 
-    characters: int = 0
     image_tokens: int = 0
     mentions_json: bool = False
 

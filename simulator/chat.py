@@ -34,6 +34,7 @@ from simulator.calls import (
 )
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
 from simulator.image_size import BadImageDataError
+from simulator.prompt_tokens import REPLY_PRIMING, PromptCounter
 from simulator.ratelimit import Charge
 from simulator.tokens import (
     CompletionTokens,
@@ -42,7 +43,6 @@ from simulator.tokens import (
     image_url_tokens,
     is_reasoning_model,
     plan_completion,
-    text_tokens,
 )
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -81,8 +81,7 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
             "'json_object'.",
             "messages",
         )
-    characters = scan.characters + (len(compact_json(tools)) if tools else 0)
-    prompt_tokens = text_tokens(characters) + scan.image_tokens
+    prompt_tokens = chat_prompt_tokens(body, ctx.model) + scan.image_tokens
     completion = plan_completion(prompt_tokens, cap, reasoning)
 
     def render() -> tuple[dict[str, Any], Usage]:
@@ -96,8 +95,17 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap, choices)), render)
 
 
+def chat_prompt_tokens(body: Mapping[str, Any], model: str) -> int:
+    """Prompt tokens of a validated chat request, its images aside."""
+    counter = PromptCounter(model)
+    total = REPLY_PRIMING + sum(counter.message(message) for message in body["messages"])
+    total += counter.functions(body.get("tools"), nested=True)
+    total += counter.functions(body.get("functions"), nested=False)
+    return total + counter.json(body.get("response_format"))
+
+
 def scan_messages(messages: list[Any], model: str) -> PromptScan:
-    """Count the characters and image tokens of the messages, checking their shape."""
+    """Count the image tokens of the messages, checking their shape."""
     scan = PromptScan()
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
@@ -107,12 +115,6 @@ def scan_messages(messages: list[Any], model: str) -> PromptScan:
         if role not in _ROLES:
             raise invalid_value(f"{where}.role", f"Invalid value for '{where}.role': {role!r}.")
         _scan_content(message.get("content"), f"{where}.content", model, scan)
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping):
-                scan.characters += len(str(function.get("name", ""))) + len(
-                    str(function.get("arguments", ""))
-                )
     return scan
 
 
@@ -145,7 +147,6 @@ def _scan_content(content: object, where: str, model: str, scan: PromptScan) -> 
 
 
 def _add_text(text: str, scan: PromptScan) -> None:
-    scan.characters += len(text)
     if not scan.mentions_json and "json" in text.lower():
         scan.mentions_json = True
 

@@ -19,8 +19,8 @@ from typing import Any
 from simulator import params
 from simulator.calls import CallContext, CallPlan, Usage
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
+from simulator.prompt_tokens import count_tokens
 from simulator.ratelimit import Charge
-from simulator.tokens import text_tokens
 
 _NATIVE_DIMENSIONS = {
     "text-embedding-3-large": 3072,
@@ -43,7 +43,7 @@ def plan_embeddings(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     if dimensions is not None and ctx.model == "text-embedding-ada-002":
         raise invalid_request("This model does not support specifying dimensions.", "dimensions")
     encoding = params.optional_string(body, "encoding_format", ("float", "base64")) or "float"
-    tokens = sum(len(item) if isinstance(item, list) else text_tokens(len(item)) for item in items)
+    tokens = sum(len(item) if isinstance(item, list) else count_tokens(item, ctx.model) for item in items)
     size = dimensions or native
 
     def render() -> tuple[dict[str, Any], Usage]:

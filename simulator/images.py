@@ -22,8 +22,9 @@ from simulator import params
 from simulator.calls import CallContext, CallPlan, Usage, new_id
 from simulator.errors import invalid_request, invalid_value
 from simulator.png import tiny_png
+from simulator.prompt_tokens import count_tokens
 from simulator.ratelimit import Charge
-from simulator.tokens import image_output_tokens, text_tokens
+from simulator.tokens import image_output_tokens
 
 # family: (sizes, qualities); the first size is the default
 _OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -70,7 +71,7 @@ def plan_image_generation(body: Mapping[str, Any], ctx: CallContext) -> CallPlan
         )
     as_base64 = family == "gpt-image" or response_format == "b64_json"
     output_format = params.optional_string(body, "output_format", ("png", "jpeg", "webp")) or "png"
-    input_tokens = text_tokens(len(prompt))
+    input_tokens = count_tokens(prompt, ctx.model)
     per_image = image_output_tokens(size, quality) if family == "gpt-image" else 0
     tokens = input_tokens + per_image * count if family == "gpt-image" else 0
 

@@ -31,6 +31,7 @@ from simulator.calls import (
 )
 from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
 from simulator.image_size import BadImageDataError
+from simulator.prompt_tokens import MESSAGE_FRAMING, REPLY_PRIMING, PromptCounter
 from simulator.ratelimit import Charge
 from simulator.tokens import (
     DEFAULT_IMAGE_SIZE,
@@ -41,7 +42,6 @@ from simulator.tokens import (
     image_url_tokens,
     is_reasoning_model,
     plan_completion,
-    text_tokens,
 )
 
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
@@ -61,15 +61,13 @@ def plan_response(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise invalid_type("instructions", "a string", instructions)
-    scan = PromptScan(characters=len(instructions or ""))
+    scan = PromptScan()
     for index, item in enumerate(items):
         _scan_item(item, f"input[{index}]", ctx.model, scan)
     tools = params.optional_list(body, "tools") or []
     output = _choose_output(body, tools, items)
     cap = params.completion_cap(body, ("max_output_tokens",), ctx.default_max_tokens)
-    prompt_tokens = (
-        text_tokens(scan.characters + (len(compact_json(tools)) if tools else 0)) + scan.image_tokens
-    )
+    prompt_tokens = response_prompt_tokens(body, items, ctx.model) + scan.image_tokens
     reasoning = is_reasoning_model(ctx.model)
     completion = plan_completion(prompt_tokens, cap, reasoning)
 
@@ -84,15 +82,22 @@ def plan_response(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap)), render)
 
 
+def response_prompt_tokens(body: Mapping[str, Any], items: list[Any], model: str) -> int:
+    """Prompt tokens of a validated Responses request, its images aside."""
+    counter = PromptCounter(model)
+    instructions = body.get("instructions")
+    total = REPLY_PRIMING + (MESSAGE_FRAMING + counter.text(instructions) if instructions else 0)
+    for item in items:
+        total += counter.message(item) if "content" in item else counter.json(item)
+    total += counter.functions(body.get("tools"), nested=False)
+    return total + counter.json(body.get("text"))
+
+
 def _scan_item(item: object, where: str, model: str, scan: PromptScan) -> None:
     if not isinstance(item, Mapping):
         raise invalid_type(where, "an object", item)
     kind = item.get("type", "message")
-    if kind == "function_call_output":
-        scan.characters += len(str(item.get("output", "")))
-    elif kind == "function_call":
-        scan.characters += len(str(item.get("name", ""))) + len(str(item.get("arguments", "")))
-    elif kind == "message":
+    if kind == "message":
         if item.get("role") not in ("user", "assistant", "system", "developer"):
             raise invalid_value(f"{where}.role", f"Invalid value for '{where}.role': {item.get('role')!r}.")
         _scan_content(item.get("content"), f"{where}.content", model, scan)
@@ -100,7 +105,6 @@ def _scan_item(item: object, where: str, model: str, scan: PromptScan) -> None:
 
 def _scan_content(content: object, where: str, model: str, scan: PromptScan) -> None:
     if isinstance(content, str):
-        scan.characters += len(content)
         return
     if not isinstance(content, list):
         raise invalid_type(where, "a string or an array", content)
@@ -113,7 +117,6 @@ def _scan_content(content: object, where: str, model: str, scan: PromptScan) -> 
             text = part.get("refusal" if kind == "refusal" else "text")
             if not isinstance(text, str):
                 raise invalid_type(f"{here}.text", "a string", text)
-            scan.characters += len(text)
         elif kind == "input_image":
             scan.image_tokens += _image_tokens(part, here, model)
         elif kind != "input_file":

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from config.errors import ConfigError
 from simulator.app import SimulatorApp, build_app
+from simulator.prompt_tokens import load_encodings
 from simulator.settings import FIELDS, SettingsError, SimulatorSettings, load_settings
 
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
+    load_encodings()  # before it listens, so that no request waits for the tokenizer
     uvicorn.run(
         app,
         host=settings.host,

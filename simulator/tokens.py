@@ -1,10 +1,13 @@
 """Deterministic token arithmetic: what a request's usage will say, and what it costs at admission.
 
-- Text costs ``ceil(characters / 4)`` tokens, counted over all the text of a request at once.
-- An input image costs, by ``detail``: ``low`` the model's base figure; ``high`` and ``auto`` the base
-  plus one tile figure per 512 px tile after scaling the image to fit 2048x2048 and then its short side
-  down to 768. Base and tile are 85 and 170, or 2833 and 5667 for gpt-4o-mini. The size comes from a
-  data URL's header; any other URL (never fetched) counts as 1024x1024.
+- Text costs its real tokens in the model's encoding (``simulator.prompt_tokens``).
+- An input image is priced by its model family. Tile models: ``low`` costs the base figure; ``high`` and
+  ``auto`` the base plus one tile figure per 512 px tile after scaling the image to fit 2048x2048 and
+  then its short side down to 768 (85 and 170 for gpt-4o, gpt-4.1, gpt-5; 2833 and 5667 for
+  gpt-4o-mini; 75 and 150 for o1 and o3; 65 and 129 for computer-use). Patch models (gpt-4.1-mini and
+  -nano, gpt-5-mini and -nano, o4-mini): the 32 px patches covering the image, scaled down to at most
+  1536, times the model's multiplier, whatever the detail. The size comes from a data URL's header;
+  any other URL (never fetched) counts as 1024x1024.
 - A completion has ``8 + prompt_tokens // 4`` visible tokens per choice; reasoning models (o-series and
   gpt-5) think as many tokens again first. The completion cap (``max_completion_tokens``, ``max_tokens``,
   ``max_output_tokens``, else the configured default) cuts reasoning last: visible tokens go first.
@@ -17,23 +20,34 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 from simulator.image_size import size_from_data_url
 
 DEFAULT_IMAGE_SIZE = (1024, 1024)
 _REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
-_VISION_FIGURES: tuple[tuple[str, int, int], ...] = (("gpt-4o-mini", 2833, 5667),)
+# Tile models: (prefix, base, per tile); patch models: (prefix, multiplier). First match wins.
+_VISION_FIGURES: tuple[tuple[str, int, int], ...] = (
+    ("gpt-4o-mini", 2833, 5667),
+    ("o1", 75, 150),
+    ("o3", 75, 150),
+    ("computer-use", 65, 129),
+)
+_PATCH_MODELS: tuple[tuple[str, float], ...] = (
+    ("gpt-4.1-mini", 1.62),
+    ("gpt-4.1-nano", 2.46),
+    ("gpt-5-mini", 1.62),
+    ("gpt-5-nano", 2.46),
+    ("o4-mini", 1.72),
+)
+_PATCH = 32
+_PATCH_BUDGET = 1536
 _DEFAULT_VISION_FIGURES = (85, 170)
 _IMAGE_OUTPUT_TOKENS: dict[str, dict[str, int]] = {
     "1024x1024": {"low": 272, "medium": 1056, "high": 4160},
     "1024x1536": {"low": 408, "medium": 1584, "high": 6240},
     "1536x1024": {"low": 400, "medium": 1568, "high": 6208},
 }
-
-
-def text_tokens(characters: int) -> int:
-    """Tokens of ``characters`` characters of text."""
-    return -(-characters // 4)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -48,19 +62,43 @@ def vision_figures(model: str) -> tuple[int, int]:
     return _DEFAULT_VISION_FIGURES
 
 
+def patch_multiplier(model: str) -> float | None:
+    """The multiplier of a patch-priced model, or None for a tile-priced one."""
+    for prefix, multiplier in _PATCH_MODELS:
+        if model.startswith(prefix):
+            return multiplier
+    return None
+
+
+def _patch_tokens(size: tuple[int, int], multiplier: float) -> int:
+    width, height = size
+    patches = math.ceil(width / _PATCH) * math.ceil(height / _PATCH)
+    if patches > _PATCH_BUDGET:
+        shrink = math.sqrt(_PATCH * _PATCH * _PATCH_BUDGET / (width * height))
+        columns = math.floor(width * shrink / _PATCH)
+        if columns > 0:  # whole patches across; the height keeps the aspect ratio
+            patches = columns * math.ceil(Fraction(columns * height, width))
+        else:
+            patches = math.ceil(height * shrink / _PATCH)
+    return math.ceil(min(patches, _PATCH_BUDGET) * multiplier)
+
+
 def image_tokens(model: str, size: tuple[int, int], detail: str) -> int:
     """Tokens of one input image of ``size`` at ``detail`` (low, high or auto)."""
+    multiplier = patch_multiplier(model)
+    if multiplier is not None:
+        return _patch_tokens(size, multiplier)
     base, tile = vision_figures(model)
     if detail == "low":
         return base
-    width, height = (float(side) for side in size)
+    width, height = Fraction(size[0]), Fraction(size[1])
     if max(width, height) > 2048:
         ratio = 2048 / max(width, height)
         width, height = width * ratio, height * ratio
     if min(width, height) > 768:
         ratio = 768 / min(width, height)
         width, height = width * ratio, height * ratio
-    tiles = math.ceil(width / 512 - 1e-9) * math.ceil(height / 512 - 1e-9)
+    tiles = max(1, math.ceil(width / 512)) * max(1, math.ceil(height / 512))
     return base + tile * tiles
 
 

@@ -7,10 +7,13 @@ counted by ``domain.tokens.images`` and generated images by count. ``actual_cost
 really consumed, read from the upstream ``usage`` object; the limiter settles the difference.
 ``usage_columns`` normalises the usage shapes of every endpoint into the columns stored for reports.
 
-Prompt tokens are counted per message as OpenAI documents for chat: the text of each field, 3 tokens
-of framing per message (one more when it has a ``name``) and 3 that prime the reply. Tools, functions
-and response schemas count as their compact JSON text. Text is counted by ``domain.tokens.text``:
-exact with a locally cached tiktoken encoding, by a character heuristic otherwise.
+Prompt tokens are counted per message as OpenAI's cookbook counts chat: the text of each field (the
+role included), 3 tokens of framing per message (one more when it has a ``name``) and 3 that prime the
+reply. Fields that are not text (``tool_calls``, audio and file parts, Responses function calls) count
+as their compact JSON. Function tools and ``functions`` follow the cookbook's recipe
+(``domain.tokens.tool_tokens``); other tools, ``response_format`` and the Responses ``text`` setting
+count as compact JSON. Responses ``instructions`` count as one more message, and a string ``input`` as a
+user message. Text is counted exactly, offline, by ``domain.tokens.text``.
 
 Every request and usage object comes from outside, so nothing here trusts its shape: a field of the
 wrong type counts as absent, and no input makes these functions raise.
@@ -18,7 +21,6 @@ wrong type counts as absent, and no input makes these functions raise.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from typing import Any
 
 from domain.tokens.images import image_generation_output_tokens, image_input_tokens
 from domain.tokens.text import count_text_tokens, encoding_name_for_model
+from domain.tokens.tool_tokens import function_block_tokens, json_text
 
 __all__ = ["Cost", "UsageColumns", "actual_cost", "estimate_cost", "usage_columns"]
 
@@ -85,14 +88,6 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _json_text(value: object) -> str:
-    """Compact JSON of ``value``, or "" when it cannot be serialised."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    except (TypeError, ValueError, RecursionError):
-        return ""
-
-
 @dataclass(frozen=True, slots=True)
 class _Counter:
     """Counts prompt tokens for one model."""
@@ -104,7 +99,7 @@ class _Counter:
         return count_text_tokens(value, self.encoding) if isinstance(value, str) else 0
 
     def json(self, value: object) -> int:
-        return 0 if value is None else self.text(_json_text(value))
+        return 0 if value is None else self.text(json_text(value))
 
     def image(self, part: Mapping[str, Any]) -> int:
         """A chat ``image_url`` part (``{"url", "detail"}`` inside) or a Responses ``input_image`` part."""
@@ -153,8 +148,8 @@ class _Counter:
                 total += self.json(value)
         return total
 
-    def schemas(self, request: Mapping[str, Any], keys: tuple[str, ...]) -> int:
-        return sum(self.json(request.get(key)) for key in keys)
+    def functions(self, tools: object, *, wrapped: bool) -> int:
+        return function_block_tokens(tools, self.encoding, self.text, wrapped=wrapped)
 
 
 def _counter(request: Mapping[str, Any]) -> _Counter:
@@ -167,7 +162,9 @@ def _chat_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
     messages = request.get("messages")
     prompt = REPLY_PRIMING_TOKENS
     prompt += sum(counter.message(item) for item in messages) if isinstance(messages, list) else 0
-    prompt += counter.schemas(request, ("tools", "functions", "response_format"))
+    prompt += counter.functions(request.get("tools"), wrapped=True)
+    prompt += counter.functions(request.get("functions"), wrapped=False)
+    prompt += counter.json(request.get("response_format"))
     limit = _count(request.get("max_completion_tokens"))
     if limit is None:
         limit = _count(request.get("max_tokens"))
@@ -178,8 +175,6 @@ def _chat_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
 
 
 def _response_item_tokens(counter: _Counter, item: object) -> int:
-    if isinstance(item, str):
-        return TOKENS_PER_MESSAGE + counter.text(item)
     if isinstance(item, Mapping) and "content" in item:
         return counter.message(item)
     return counter.json(item)  # function calls, their outputs, reasoning items, ...
@@ -188,10 +183,15 @@ def _response_item_tokens(counter: _Counter, item: object) -> int:
 def _response_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
     counter = _counter(request)
     given = request.get("input")
-    items = given if isinstance(given, list) else [given] if isinstance(given, str) else []
-    prompt = REPLY_PRIMING_TOKENS + counter.text(request.get("instructions"))
+    if isinstance(given, str):
+        given = [{"role": "user", "content": given}]
+    items = given if isinstance(given, list) else []
+    instructions = request.get("instructions")
+    prompt = REPLY_PRIMING_TOKENS
+    if isinstance(instructions, str) and instructions:
+        prompt += TOKENS_PER_MESSAGE + counter.text(instructions)
     prompt += sum(_response_item_tokens(counter, item) for item in items)
-    prompt += counter.schemas(request, ("tools", "text"))
+    prompt += counter.functions(request.get("tools"), wrapped=False) + counter.json(request.get("text"))
     limit = _count(request.get("max_output_tokens"))
     return prompt + (default_max_tokens if limit is None else limit)
 

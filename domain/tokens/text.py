@@ -1,57 +1,48 @@
-"""Counting the tokens of a piece of text, offline.
+"""Counting the tokens of a piece of text, exactly and offline.
 
-tiktoken gives exact counts, but it downloads its encoding files on first use. batchery never lets it:
-an encoding is used only when its file already sits in tiktoken's cache, under the name tiktoken itself
-would look for, with the checksum tiktoken expects (a cached file with a bad checksum makes tiktoken
-delete it and download it again). The cache is located as tiktoken locates it: ``TIKTOKEN_CACHE_DIR``,
-then ``DATA_GYM_CACHE_DIR``, then ``<tempdir>/data-gym-cache``; an empty value disables the cache, so
-it disables tiktoken here too. Operators who want exact counts pre-fill that cache on the machine.
+Counts come from ``bpe-openai``, whose wheels ship OpenAI's ``o200k_base`` and ``cl100k_base`` encoding
+files (the same files, byte for byte, that tiktoken downloads) and count with a Rust BPE engine that
+gives tiktoken's tokens in linear time. Nothing is downloaded, ever: there is no cache to fill.
 
-Without an encoding, the heuristic applies: one token per 4 bytes of UTF-8, rounded up. For English
-text that is OpenAI's rule of thumb of about 4 characters per token; for other scripts, whose
-characters take 2 to 4 bytes, it leans towards more tokens rather than fewer, which is the safe side
-for a rate limiter.
+Only the package's compiled extension is loaded: its Python wrapper parses a whole encoding file in
+Python at import time (about 1 s) to serve features counting does not use. An encoding is loaded on
+first use (about 0.1 s each) and kept for the life of the process; ``warm_up`` loads both ahead of
+time. Text is counted as ordinary text, as the hosted APIs count a prompt: a special token's spelling
+such as ``<|endoftext|>`` is just characters.
 
-The lookup result is cached per encoding for the life of the process (``clear_encoding_cache`` resets
-it). Nothing happens at import time.
+``heuristic_tokens`` (4 bytes of UTF-8 per token) is kept only for a machine where the tokenizer
+cannot load (a platform without a wheel); it logs once when that happens.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
+import importlib.machinery
+import importlib.util
+import logging
 import math
-import os
-import tempfile
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
 from typing import Protocol
 
 __all__ = [
     "CL100K",
     "O200K",
-    "Encoder",
+    "TextCounter",
     "base_model_name",
-    "clear_encoding_cache",
     "count_text_tokens",
     "encoding_name_for_model",
     "heuristic_tokens",
-    "load_encoding",
+    "load_counter",
+    "warm_up",
 ]
 
 CL100K = "cl100k_base"
 O200K = "o200k_base"
 
-# tiktoken names its cache file after the SHA-1 of the blob address below and checks the file against
-# the SHA-256 next to it. The address is only a cache key here: it is never fetched.
-_ENCODING_FILES: dict[str, tuple[str, str]] = {
-    CL100K: (
-        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-    ),
-    O200K: (
-        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-    ),
-}
+_log = logging.getLogger(__name__)
 
 # Model name prefixes (after any "ft:" and "provider/" prefix) that use o200k_base; everything else,
 # embeddings included, is counted with cl100k_base.
@@ -69,17 +60,11 @@ _O200K_PREFIXES = (
     "computer-use",
 )
 
-_MAX_ENCODING_FILE_BYTES = 32 * 1024 * 1024
-"""A cached file larger than this is not an encoding file; it is ignored."""
 
-_MAX_EXACT_CHARS = 200_000
-"""Longer texts are counted exactly over this many characters, and the rest is extrapolated."""
+class TextCounter(Protocol):
+    """What counting needs from a tokenizer: the number of tokens of a text."""
 
-
-class Encoder(Protocol):
-    """The part of ``tiktoken.Encoding`` that counting needs."""
-
-    def encode_ordinary(self, text: str) -> list[int]: ...
+    def count(self, text: str) -> int: ...
 
 
 def base_model_name(model: str) -> str:
@@ -89,63 +74,58 @@ def base_model_name(model: str) -> str:
 
 
 def encoding_name_for_model(model: object) -> str:
-    """The tiktoken encoding for ``model``: o200k_base for gpt-4o, 4.1, 5 and the o-series, else cl100k."""
+    """The encoding for ``model``: o200k_base for gpt-4o, 4.1, 5 and the o-series, else cl100k_base."""
     if not isinstance(model, str):
         return CL100K
     return O200K if base_model_name(model).startswith(_O200K_PREFIXES) else CL100K
 
 
-def _cache_dir() -> str | None:
-    """tiktoken's cache directory, or None when its cache is disabled."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        directory = os.environ["TIKTOKEN_CACHE_DIR"]
-    elif "DATA_GYM_CACHE_DIR" in os.environ:
-        directory = os.environ["DATA_GYM_CACHE_DIR"]
-    else:
-        directory = os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return directory or None
+_EXTENSION = "bpe_openai._bindings"
+_loading = threading.Lock()
+"""Worker threads may count their first text at once; the extension must be initialised only once."""
 
 
-def _cached_file_is_valid(encoding_name: str) -> bool:
-    """True when tiktoken will find ``encoding_name`` in its cache, intact, and so never download."""
-    entry = _ENCODING_FILES.get(encoding_name)
-    directory = _cache_dir()
-    if entry is None or directory is None:
-        return False
-    address, expected_sha256 = entry
-    path = os.path.join(directory, hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest())
-    try:
-        if not os.path.isfile(path) or os.path.getsize(path) > _MAX_ENCODING_FILE_BYTES:
-            return False
-        with open(path, "rb") as handle:
-            digest = hashlib.sha256(handle.read()).hexdigest()
-    except OSError:
-        return False
-    return digest == expected_sha256
+def _tokenizer_extension() -> ModuleType:
+    """bpe-openai's compiled extension, loaded without running the package's ``__init__``."""
+    if _EXTENSION in sys.modules:
+        return sys.modules[_EXTENSION]
+    package = importlib.util.find_spec("bpe_openai")  # finds the package; does not import it
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("bpe-openai is not installed")
+    for folder in package.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = Path(folder) / f"_bindings{suffix}"
+            if path.is_file():
+                spec = importlib.util.spec_from_file_location(_EXTENSION, path)
+                if spec is None or spec.loader is None:
+                    break
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                sys.modules[_EXTENSION] = module  # a later ``import bpe_openai`` reuses it
+                return module
+    raise ImportError("bpe-openai's compiled extension is missing")
 
 
 @functools.cache
-def load_encoding(encoding_name: str) -> Encoder | None:
-    """The tiktoken encoding when it is available locally, else None. Never touches the network."""
-    if not _cached_file_is_valid(encoding_name):
-        return None
+def load_counter(encoding_name: str) -> TextCounter | None:
+    """The tokenizer for ``encoding_name`` (o200k_base or cl100k_base), or None when it cannot load."""
     try:
-        import tiktoken
-    except ImportError:
+        with _loading:
+            counter: TextCounter = _tokenizer_extension().tokenizer_for_encoding(encoding_name)
+    except Exception:  # a missing wheel or an unknown encoding: counted by the heuristic instead
+        _log.warning("token counting: encoding %s unavailable, estimating 4 bytes per token", encoding_name)
         return None
-    try:
-        return tiktoken.get_encoding(encoding_name)
-    except Exception:  # any failure only means "count by the heuristic"
-        return None
+    return counter
 
 
-def clear_encoding_cache() -> None:
-    """Forget which encodings were found, so the next count looks in the cache directory again."""
-    load_encoding.cache_clear()
+def warm_up() -> None:
+    """Load both encodings now, so that no request pays for it."""
+    load_counter(O200K)
+    load_counter(CL100K)
 
 
 def heuristic_tokens(text: str) -> int:
-    """About 4 bytes of UTF-8 per token, rounded up (4 characters per token for ASCII text)."""
+    """About 4 bytes of UTF-8 per token, rounded up: the fallback when no tokenizer loads."""
     if not text:
         return 0
     size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
@@ -153,20 +133,13 @@ def heuristic_tokens(text: str) -> int:
 
 
 def count_text_tokens(text: str, encoding_name: str = CL100K) -> int:
-    """Tokens in ``text``: exact with a locally cached tiktoken encoding, else ``heuristic_tokens``.
-
-    The exact count is bounded: past ``_MAX_EXACT_CHARS`` characters, the count of the first part is
-    scaled up to the whole length.
-    """
+    """The exact number of tokens of ``text`` in ``encoding_name``."""
     if not text:
         return 0
-    encoder = load_encoding(encoding_name)
-    if encoder is None:
+    counter = load_counter(encoding_name)
+    if counter is None:
         return heuristic_tokens(text)
     try:
-        if len(text) <= _MAX_EXACT_CHARS:
-            return len(encoder.encode_ordinary(text))
-        head = len(encoder.encode_ordinary(text[:_MAX_EXACT_CHARS]))
-    except Exception:  # a tokenizer failure falls back to the heuristic
-        return heuristic_tokens(text)
-    return math.ceil(head * len(text) / _MAX_EXACT_CHARS)
+        return counter.count(text)
+    except Exception:  # e.g. lone surrogates, which no UTF-8 encoder accepts
+        return counter.count(text.encode("utf-8", "replace").decode("utf-8"))

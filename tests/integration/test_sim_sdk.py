@@ -12,6 +12,7 @@ from openai import OpenAI
 
 from simulator.png import tiny_png
 from simulator.process import running_simulator
+from simulator.prompt_tokens import count_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,10 @@ def test_chat_completions(client: OpenAI) -> None:
     assert len(completion.choices) == 2
     assert completion.choices[0].message.content
     assert completion.usage is not None
-    assert completion.usage.prompt_tokens == -(-len("Be brief.What is it?") // 4) + 255
+    # 3 priming; each message 3 framing + its role + its text; the 8x8 image at high detail 85 + 170
+    text = count_tokens("system", "gpt-4o") + count_tokens("Be brief.", "gpt-4o")
+    text += count_tokens("user", "gpt-4o") + count_tokens("What is it?", "gpt-4o")
+    assert completion.usage.prompt_tokens == 3 + 2 * 3 + text + 255
     assert completion.usage.completion_tokens == 2 * (8 + completion.usage.prompt_tokens // 4)
 
 
@@ -128,7 +132,10 @@ def test_embeddings_images_and_responses(client: OpenAI) -> None:
     )
     assert response.status == "completed"
     assert response.output_text
-    assert response.usage is not None and response.usage.input_tokens == -(-len("Be kind.Say hi") // 4)
+    # 3 priming; the instructions 3 + their text; the input a user message: 3 + "user" + its text
+    instructions = 3 + count_tokens("Be kind.", "gpt-4o")
+    message = 3 + count_tokens("user", "gpt-4o") + count_tokens("Say hi", "gpt-4o")
+    assert response.usage is not None and response.usage.input_tokens == 3 + instructions + message
 
 
 def test_sdk_errors(client: OpenAI, base_url: str) -> None:

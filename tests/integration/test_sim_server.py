@@ -107,7 +107,8 @@ def test_chat_completion_shapes(client: httpx.Client) -> None:
         bodies.append(response.json())
     assert len(bodies[0]["choices"]) == 3
     assert bodies[0]["choices"][0]["finish_reason"] == "length"
-    assert bodies[1]["usage"]["prompt_tokens"] == 1 + 2833  # gpt-4o-mini: low detail costs its base figure
+    # 3 priming + 3 framing + "user" + "?", and gpt-4o-mini's base figure for a low-detail image
+    assert bodies[1]["usage"]["prompt_tokens"] == 3 + 3 + 1 + 1 + 2833
     call = bodies[2]["choices"][0]["message"]["tool_calls"][0]
     assert json.loads(call["function"]["arguments"]) == {"city": "sim", "unit": "c"}
     assert json.loads(bodies[3]["choices"][0]["message"]["content"]) == {"city": "sim", "unit": "c"}
@@ -232,10 +233,11 @@ def test_stats_count_calls_and_usage(client: httpx.Client) -> None:
     assert stats["requests_total"] == 4
     mini = stats["by_model"]["gpt-4o-mini"]
     assert (mini["requests"], mini["succeeded"]) == (3, 3)
-    assert (mini["prompt_tokens"], mini["completion_tokens"]) == (3 * 2, 3 * 8)
-    assert mini["tokens_charged"] == 3 * (2 + 64)
+    # Each prompt: 3 priming + 3 framing + "user" + "abcdefgh" (one token) = 8; 8 + 8 // 4 completion
+    assert (mini["prompt_tokens"], mini["completion_tokens"]) == (3 * 8, 3 * 10)
+    assert mini["tokens_charged"] == 3 * (8 + 64)
     assert stats["by_model"]["text-embedding-3-small"]["prompt_tokens"] == 1
-    assert stats["usage"]["total_tokens"] == 6 + 24 + 1
+    assert stats["usage"]["total_tokens"] == 24 + 30 + 1
     assert stats["by_status"] == {"200": 4}
     assert stats["in_flight"] == 0
     assert stats["max_in_flight"] >= 1

@@ -1,22 +1,20 @@
-"""Cost estimates, image sizes from data URIs, offline token counting and usage normalisation."""
+"""Cost estimates, image sizes from data URIs, offline token counting and usage normalisation.
+
+Text counts here are the encodings' real counts (checked against tiktoken in test_token_exactness).
+"""
 
 from __future__ import annotations
 
 import base64
-import functools
-import hashlib
 import socket
 import struct
 import zlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
 
 import pytest
 
 from domain.tokens import image_size
-from domain.tokens import text as text_tokens
 from domain.tokens.estimates import (
     REPLY_PRIMING_TOKENS,
     TOKENS_PER_MESSAGE,
@@ -36,6 +34,7 @@ from domain.tokens.images import (
     vision_rule,
 )
 from domain.tokens.text import count_text_tokens, encoding_name_for_model, heuristic_tokens
+from domain.tokens.tool_tokens import function_block_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -106,25 +105,19 @@ def chat(model: str, content: Any, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
 
-# --- isolation: no encoding cached, no network ------------------------------------------------------
+# --- isolation: no network ------------------------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty tiktoken cache and a network that refuses every connection."""
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network that refuses every connection."""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("network access attempted")
 
-    cache = tmp_path / "tiktoken-cache"
-    cache.mkdir()
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    text_tokens.clear_encoding_cache()
-    yield cache
-    text_tokens.clear_encoding_cache()
 
 
 # --- vision tiles ----------------------------------------------------------------------------------
@@ -311,52 +304,22 @@ def test_heuristic(text: str, tokens: int) -> None:
     assert heuristic_tokens(text) == tokens
 
 
-def test_no_cached_encoding_means_the_heuristic_and_no_download(offline: Path) -> None:
-    assert list(offline.iterdir()) == []
-    assert text_tokens.load_encoding("o200k_base") is None
+def test_counts_are_exact_not_the_heuristic() -> None:
+    # "hello world, how are you?" is 7 tokens in both encodings (the heuristic also says 7 by chance);
+    # Korean and code are where the heuristic was far off.
     assert count_text_tokens("hello world, how are you?", "o200k_base") == 7
+    korean = "오늘 날씨가 정말 좋네요"
+    assert count_text_tokens(korean, "o200k_base") != heuristic_tokens(korean)
+    code = "for i in range(10):\n    print(i)\n"
+    assert count_text_tokens(code, "o200k_base") != heuristic_tokens(code)
+    assert count_text_tokens("", "o200k_base") == 0
     cost = estimate_cost("chat", chat("gpt-4o", "hello world", max_tokens=10))
-    assert cost == Cost(tokens=REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 3 + 10)
+    assert cost == Cost(tokens=REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 2 + 10)
 
 
-def test_corrupt_cache_file_is_never_handed_to_tiktoken(offline: Path) -> None:
-    address, _ = text_tokens._ENCODING_FILES["cl100k_base"]
-    cached = offline / hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()
-    cached.write_bytes(b"not an encoding")
-    assert text_tokens.load_encoding("cl100k_base") is None
-    assert cached.exists()  # tiktoken would have deleted it and downloaded a fresh copy
-
-
-def test_disabled_cache_disables_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    assert text_tokens.load_encoding("cl100k_base") is None
-
-
-def test_cache_key_agrees_with_tiktoken(offline: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file placed where the check looks is what tiktoken itself reads, with no download."""
-    from tiktoken.load import read_file_cached
-
-    content = b"fake encoding file"
-    address = "https://example.invalid/fake.tiktoken"
-    digest = hashlib.sha256(content).hexdigest()
-    monkeypatch.setitem(text_tokens._ENCODING_FILES, "fake_base", (address, digest))
-    (offline / hashlib.sha1(address.encode(), usedforsecurity=False).hexdigest()).write_bytes(content)
-    assert text_tokens._cached_file_is_valid("fake_base")
-    assert read_file_cached(address, digest) == content
-
-
-class WordEncoder:
-    """Stands in for a tiktoken encoding: one token per word."""
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return [0] * len(text.split())
-
-
-def test_exact_counts_when_an_encoding_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_tokens, "load_encoding", functools.cache(lambda name: WordEncoder()))
-    assert count_text_tokens("one two three", "o200k_base") == 3
-    long_text = "word " * 100_000  # 500,000 characters: counted over a prefix and extrapolated
-    assert count_text_tokens(long_text, "o200k_base") == 100_000
+def test_long_texts_are_counted_whole() -> None:
+    # "word", then " word" 99,999 times, then the trailing space: no part is extrapolated.
+    assert count_text_tokens("word " * 100_000, "o200k_base") == 100_001
 
 
 # --- chat, vision and responses estimates ----------------------------------------------------------
@@ -381,7 +344,8 @@ OVERHEAD = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1  # priming, framing and
 )
 def test_reply_budget(extra: dict[str, Any], reply: int) -> None:
     cost = estimate_cost("chat", chat("gpt-4o", "abcdefgh", **extra))
-    assert cost == Cost(requests=1, tokens=OVERHEAD + 2 + reply, images=0)
+    text = count_text_tokens("abcdefgh", "o200k_base")
+    assert cost == Cost(requests=1, tokens=OVERHEAD + text + reply, images=0)
 
 
 def test_default_max_tokens_is_configurable() -> None:
@@ -401,9 +365,12 @@ def test_names_tools_and_schemas_count_as_prompt() -> None:
     with_tools = estimate_cost(
         "chat", chat("gpt-4o", "abcd", max_tokens=0, tools=tools, response_format=schema)
     )
-    assert with_tools.tokens == base + heuristic_tokens(
-        '[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]'
-    ) + heuristic_tokens('{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}')
+    # The function as the cookbook counts it: 7 to open, "f:" (no properties), 12 to close.
+    function = 7 + count_text_tokens("f:", "o200k_base") + 12
+    schema_text = '{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}'
+    assert with_tools.tokens == base + function + count_text_tokens(schema_text, "o200k_base")
+    assert function_block_tokens(tools, "o200k_base", lambda text: 0, wrapped=True) == 7 + 12
+    assert function_block_tokens(tools, "cl100k_base", lambda text: 0, wrapped=True) == 10 + 12
 
 
 def test_vision_request_counts_its_images() -> None:
@@ -421,7 +388,8 @@ def test_vision_request_counts_its_images() -> None:
 
 def test_responses_body() -> None:
     as_string = estimate_cost("response", {"model": "gpt-4o", "input": "abcd", "max_output_tokens": 9})
-    assert as_string.tokens == REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 9
+    # A string input is a user message: framing, the role "user" and the text, one token each.
+    assert as_string.tokens == REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + 1 + 1 + 9
     items = {
         "model": "gpt-4o",
         "instructions": "abcdefgh",
@@ -439,7 +407,8 @@ def test_responses_body() -> None:
             },
         ],
     }
-    expected = REPLY_PRIMING_TOKENS + 2 + 3 * (TOKENS_PER_MESSAGE + 1) + 1 + 1445 + 85 + 1024
+    instructions = TOKENS_PER_MESSAGE + count_text_tokens("abcdefgh", "o200k_base")
+    expected = REPLY_PRIMING_TOKENS + instructions + 3 * (TOKENS_PER_MESSAGE + 1) + 1 + 1445 + 85 + 1024
     assert estimate_cost("response", items).tokens == expected
 
 
@@ -480,8 +449,9 @@ def test_unserialisable_and_deep_values_never_raise() -> None:
 @pytest.mark.parametrize(
     ("given", "tokens"),
     [
-        ("abcdefgh", 2),
-        (["abcd", "abcdefgh", ""], 3),
+        ("abcdefgh", 1),
+        (["abcd", "abcdefgh", ""], 2),
+        ("안녕하세요", 5),  # cl100k_base: one token per syllable
         ([1, 2, 3, 4], 4),
         ([[1, 2, 3], [4, 5], []], 5),
         ([[1, True, "x"], None, 2.5], 1),
@@ -627,3 +597,11 @@ def test_cost_arithmetic() -> None:
     actual = Cost(requests=1, tokens=900, images=2)
     assert actual - estimate == Cost(requests=0, tokens=-600, images=0)
     assert estimate + actual == Cost(requests=2, tokens=2400, images=4)
+
+
+def test_an_encoding_that_cannot_load_falls_back_to_the_heuristic() -> None:
+    from domain.tokens.text import load_counter
+
+    assert load_counter("no_such_base") is None
+    assert count_text_tokens("abcdefgh" * 10, "no_such_base") == heuristic_tokens("abcdefgh" * 10) == 20
+    assert load_counter("o200k_base") is not None

@@ -66,8 +66,9 @@ def test_success_carries_request_id_and_limit_headers() -> None:
         assert response.headers["x-ratelimit-limit-requests"] == "120"
         assert response.headers["x-ratelimit-remaining-requests"] == "119"
         assert response.headers["x-ratelimit-limit-tokens"] == "6000"
-        assert response.headers["x-ratelimit-remaining-tokens"] == str(6000 - 12)
-        assert response.headers["x-ratelimit-reset-tokens"] == "120ms"
+        # 8 prompt tokens (3 priming, 3 framing, "user", "hello") and max_tokens 10
+        assert response.headers["x-ratelimit-remaining-tokens"] == str(6000 - 8 - 10)
+        assert response.headers["x-ratelimit-reset-tokens"] == "180ms"  # 18 tokens at 6000 a minute
 
     run(make_app(), scenario)
 
@@ -233,9 +234,11 @@ def test_stats_count_calls_and_usage() -> None:
         assert stats["by_status"] == {"200": 3, "500": 1}
         free = stats["by_model"]["free"]
         assert (free["requests"], free["succeeded"], free["failed"]) == (4, 3, 1)
-        assert (free["prompt_tokens"], free["completion_tokens"]) == (10 + 10 + 2, 10 + 10)
-        assert stats["usage"] == {"prompt_tokens": 22, "completion_tokens": 20, "total_tokens": 42}
-        assert stats["tokens_charged"] == 2 * (10 + 10) + 2
+        # Each chat: 3 + 3 + 1 ("user") + 5 ("x" * 40 in cl100k_base) = 12 prompt tokens and its
+        # max_tokens of 10 completion tokens; the embeddings: "abcd" 1 token and "efgh" 2.
+        assert (free["prompt_tokens"], free["completion_tokens"]) == (12 + 12 + 3, 10 + 10)
+        assert stats["usage"] == {"prompt_tokens": 27, "completion_tokens": 20, "total_tokens": 47}
+        assert stats["tokens_charged"] == 2 * (12 + 10) + 3
         assert (stats["in_flight"], stats["max_in_flight"]) == (0, 1)
         recent = (await client.get("/_requests?limit=2")).json()["data"]
         assert [call["status"] for call in recent] == [200, 500]

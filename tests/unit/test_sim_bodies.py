@@ -17,6 +17,7 @@ from simulator.errors import ApiError
 from simulator.images import plan_image_generation
 from simulator.png import tiny_png
 from simulator.prompt_cache import PromptCache
+from simulator.prompt_tokens import count_tokens
 from simulator.responses_api import plan_response
 from simulator.schema_fill import minimal_instance
 
@@ -35,24 +36,30 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+USER_MESSAGE = 3 + 3 + 1
+"""Reply priming, a message's framing and the role "user": the prompt of ``user(text)`` less the text."""
+
+
 def test_chat_text_answer_and_usage() -> None:
     plan = plan_chat({"messages": user("x" * 40), "max_tokens": 100, "n": 2}, context("gpt-4o-mini"))
-    assert plan.charge.tokens == 10 + 100 * 2
+    prompt = USER_MESSAGE + count_tokens("x" * 40, "gpt-4o-mini")
+    assert prompt == 12  # forty x's are 5 tokens in o200k_base
+    assert plan.charge.tokens == prompt + 100 * 2
     body, usage = render(plan)
     assert body["object"] == "chat.completion"
     assert [choice["index"] for choice in body["choices"]] == [0, 1]
-    assert body["choices"][0]["message"]["content"] == reply_text(10)
+    assert body["choices"][0]["message"]["content"] == reply_text(8 + prompt // 4)
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert body["usage"]["prompt_tokens"] == 10
-    assert body["usage"]["completion_tokens"] == 2 * (8 + 10 // 4)
-    assert body["usage"]["total_tokens"] == 10 + 20
-    assert usage == Usage(10, 20)
+    assert body["usage"]["prompt_tokens"] == prompt
+    assert body["usage"]["completion_tokens"] == 2 * (8 + prompt // 4)
+    assert body["usage"]["total_tokens"] == prompt + 22
+    assert usage == Usage(prompt, 22)
 
 
 def test_chat_reasoning_models_report_reasoning_and_refuse_max_tokens() -> None:
     body, _ = render(plan_chat({"messages": user("hello"), "max_completion_tokens": 12}, context("o3")))
     details = body["usage"]["completion_tokens_details"]
-    assert details["reasoning_tokens"] == 8  # 2 prompt tokens: 8 visible + 8 reasoning, cut to 12
+    assert details["reasoning_tokens"] == 10  # 8 prompt tokens: 10 visible + 10 reasoning, cut to 12
     assert body["usage"]["completion_tokens"] == 12
     assert body["choices"][0]["finish_reason"] == "length"
     with pytest.raises(ApiError) as caught:
@@ -70,10 +77,11 @@ def test_chat_counts_images_and_tool_definitions() -> None:
         },
     ]
     plan = plan_chat({"messages": [{"role": "user", "content": parts}], "max_tokens": 1}, context("gpt-4o"))
-    assert plan.charge.tokens == 1 + 85 + 255 + 1
+    assert plan.charge.tokens == USER_MESSAGE + 1 + 85 + 255 + 1
     tools = [{"type": "function", "function": {"name": "f"}}]
     with_tools = plan_chat({"messages": user("abcd"), "tools": tools, "max_tokens": 1}, context("gpt-4o"))
-    assert with_tools.charge.tokens == 1 + -(-len(json.dumps(tools, separators=(",", ":"))) // 4) + 1
+    function = 7 + count_tokens("f:", "gpt-4o") + 12  # the cookbook's figures for o200k_base models
+    assert with_tools.charge.tokens == USER_MESSAGE + 1 + function + 1
 
 
 def test_chat_calls_tools_with_schema_valid_arguments() -> None:
@@ -191,15 +199,15 @@ def test_embeddings_are_deterministic_unit_vectors() -> None:
     plan = plan_embeddings(
         {"input": ["abcdefgh", [1, 2, 3]], "dimensions": 16}, context("text-embedding-3-small")
     )
-    assert plan.charge.tokens == 2 + 3
+    assert plan.charge.tokens == 1 + 3  # "abcdefgh" is one cl100k_base token
     body, usage = render(plan)
     assert body["object"] == "list"
-    assert body["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
     first = body["data"][0]["embedding"]
     assert len(first) == 16
     assert sum(value * value for value in first) == pytest.approx(1.0)
     assert first == embedding_vector("text-embedding-3-small", "abcdefgh", 16)
-    assert usage == Usage(prompt_tokens=5)
+    assert usage == Usage(prompt_tokens=4)
     encoded = render(
         plan_embeddings(
             {"input": "abcdefgh", "dimensions": 16, "encoding_format": "base64"},
@@ -260,15 +268,16 @@ def test_responses_text_reasoning_and_truncation() -> None:
     plan = plan_response(
         {"input": "x" * 40, "instructions": "abcd", "max_output_tokens": 15}, context("gpt-5")
     )
-    assert plan.charge.tokens == 11 + 15
+    # Priming 3, instructions 3 + 1, the input as a user message 3 + 1 + 5: 16 prompt tokens.
+    assert plan.charge.tokens == 16 + 15
     body, usage = render(plan)
     assert body["object"] == "response"
     assert [item["type"] for item in body["output"]] == ["reasoning", "message"]
     assert body["status"] == "incomplete"
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert body["usage"]["output_tokens"] == 15
-    assert body["usage"]["output_tokens_details"]["reasoning_tokens"] == 10
-    assert usage == Usage(11, 15)
+    assert body["usage"]["output_tokens_details"]["reasoning_tokens"] == 12
+    assert usage == Usage(16, 15)
 
 
 def test_responses_function_calls_and_json() -> None:

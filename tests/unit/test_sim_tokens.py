@@ -12,6 +12,7 @@ from PIL import Image
 from simulator.image_size import BadImageDataError, size_from_bytes, size_from_data_url
 from simulator.png import tiny_png
 from simulator.prompt_cache import PromptCache
+from simulator.prompt_tokens import PromptCounter, count_tokens, encoding_for
 from simulator.tokens import (
     CompletionTokens,
     admission_tokens,
@@ -21,7 +22,6 @@ from simulator.tokens import (
     image_url_tokens,
     is_reasoning_model,
     plan_completion,
-    text_tokens,
 )
 
 pytestmark = pytest.mark.unit
@@ -31,9 +31,76 @@ def data_url(kind: str, data: bytes) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
 
 
-@pytest.mark.parametrize(("characters", "tokens"), [(0, 0), (1, 1), (4, 1), (5, 2), (400, 100)])
-def test_text_costs_a_token_per_four_characters(characters: int, tokens: int) -> None:
-    assert text_tokens(characters) == tokens
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4.1", "o200k_base"),
+        ("gpt-5-nano", "o200k_base"),
+        ("o3", "o200k_base"),
+        ("gpt-image-1", "o200k_base"),
+        ("gpt-4-turbo", "cl100k_base"),
+        ("gpt-3.5-turbo", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+    ],
+)
+def test_each_model_counts_with_its_encoding(model: str, encoding: str) -> None:
+    assert encoding_for(model) == encoding
+
+
+def test_text_costs_its_real_tokens() -> None:
+    # Token ids published with tiktoken: "hello world" is [15339, 1917] in cl100k_base.
+    assert count_tokens("hello world", "gpt-4") == 2
+    assert count_tokens("hello world", "gpt-4o") == 2
+    assert count_tokens("", "gpt-4o") == 0
+    korean = "안녕하세요, 오늘 날씨가 정말 좋네요."
+    assert count_tokens(korean, "gpt-4o") < count_tokens(korean, "gpt-4")  # o200k's larger vocabulary
+    assert count_tokens("x" * 400, "gpt-4o") != 100  # not a characters-per-token rule
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the weather.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "The city."},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(("model", "opening"), [("gpt-4o", 7), ("gpt-4", 10)])
+def test_functions_follow_the_cookbook_recipe(model: str, opening: int) -> None:
+    expected = (
+        opening
+        + count_tokens("get_weather:Get the weather", model)  # the final period dropped
+        + 3  # properties
+        + 3
+        + count_tokens("city:string:The city", model)
+        + 3
+        - 3  # an enum
+        + (3 + 1) * 2  # each value, one token each
+        + count_tokens("unit:string:", model)
+        + 12
+    )
+    counter = PromptCounter(model)
+    assert counter.functions([{"type": "function", "function": WEATHER}], nested=True) == expected
+    assert counter.functions([WEATHER], nested=False) == expected
+    assert counter.functions([{"type": "web_search"}], nested=False) == count_tokens(
+        '{"type":"web_search"}', model
+    )
+    assert counter.functions([], nested=True) == 0
+
+
+def test_messages_carry_framing_role_and_name() -> None:
+    counter = PromptCounter("gpt-4o")
+    plain = counter.message({"role": "user", "content": "hello world"})
+    assert plain == 3 + 1 + 2
+    assert counter.message({"role": "user", "content": "hello world", "name": "bob"}) == plain + 1 + 1
+    parts = [{"type": "text", "text": "hello world"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    assert counter.message({"role": "user", "content": parts}) == plain
 
 
 @pytest.mark.parametrize(
@@ -46,9 +113,14 @@ def test_text_costs_a_token_per_four_characters(characters: int, tokens: int) ->
         ("gpt-4o", (4096, 8192), "high", 1105),
         ("gpt-4o-mini", (1024, 1024), "low", 2833),
         ("gpt-4o-mini", (1024, 1024), "high", 2833 + 4 * 5667),
+        ("o1", (1024, 1024), "low", 75),
+        ("o3", (1024, 1024), "high", 75 + 4 * 150),
+        ("gpt-4.1-mini", (1024, 1024), "low", 1659),  # 1024 patches x 1.62, whatever the detail
+        ("gpt-4.1-nano", (1800, 2400), "high", 3572),  # scaled to 33 x 44 = 1452 patches, x 2.46
+        ("o4-mini", (4096, 4096), "auto", 2617),  # scaled to 39 x 39 = 1521 patches, x 1.72
     ],
 )
-def test_image_tokens_follow_the_tile_rule(
+def test_image_tokens_follow_the_model_family_rule(
     model: str, size: tuple[int, int], detail: str, tokens: int
 ) -> None:
     assert image_tokens(model, size, detail) == tokens
