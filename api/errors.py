@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import ServiceError
+from domain.jobs.json_safety import printable
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ def error_response(
     status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"code": code, "message": message, "param": param, "type": kind}}
+    shown = printable(param) if param is not None else None
+    body = {"error": {"code": code, "message": printable(message), "param": shown, "type": kind}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

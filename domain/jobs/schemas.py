@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from domain.errors import InvalidRequest
+from domain.jobs.json_safety import text_problem
 from domain.status import JobKind, JobStatus
 
 MAX_METADATA_PAIRS = 16
@@ -128,6 +129,9 @@ def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     if len(value) > MAX_METADATA_PAIRS:
         raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
     for key, item in value.items():
+        problem = text_problem(key) or text_problem(item)
+        if problem is not None:
+            raise ValueError(f"metadata keys and values must be storable text: one {problem}")
         if len(key) > MAX_METADATA_KEY:
             raise ValueError(f"metadata keys are at most {MAX_METADATA_KEY} characters")
         if len(item) > MAX_METADATA_VALUE:
