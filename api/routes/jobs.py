@@ -17,7 +17,7 @@ from api.presenters import attempts_out, job_out
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
-from domain.jobs import attempts, repository
+from domain.jobs import attempts, cancellation, repository
 from domain.jobs.schemas import ErrorBody, JobCreate, JobList, JobOut
 from domain.jobs.submission import Submission, WebhookCheck, WindowRooms
 from domain.metrics.job_counters import JobCounters
@@ -148,8 +148,9 @@ def cancel_job(
     counters: JobCountersDep,
 ) -> JobOut:
     """A queued job is cancelled at once; a running one ends cancelled when its current call returns."""
-    job = repository.cancel_job(session, job_id, tenant_id=tenant)
-    delivery_id = events.record_job_event(session, job.id, settings)  # only once it is cancelled
+    job, ended_now = cancellation.cancel(session, job_id, tenant_id=tenant)
+    # the event only when this request ended the job: a running job's worker records its own
+    delivery_id = events.record_job_event(session, job.id, settings) if ended_now else None
     session.commit()
     counters.cancelled([job])
     if delivery_id is not None:
