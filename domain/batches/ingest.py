@@ -32,7 +32,7 @@ from domain.errors import InvalidRequest, NotFound, TooManyRequests
 from domain.ids import new_ids
 from domain.jobs.input_limits import InputLimits, check_request
 from domain.jobs.json_safety import check_json, printable, text_problem
-from domain.jobs.schemas import validate_body
+from domain.jobs.schemas import validate_body, with_model
 from domain.jobs.token_bounds import check_output_tokens, stored_estimate
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Batch, Job
@@ -125,6 +125,7 @@ class LineChecker:
         try:
             check_json(body, param="body")
             model = validate_body(kind, body)
+            body = with_model(body, model)
             check_request(self.limits, body, param="body")
             check_output_tokens(body, model, self.tiers.limits_for(model), param="body")
         except InvalidRequest as exc:

@@ -122,6 +122,12 @@ def validate_body(kind: JobKind, body: dict[str, Any]) -> str:
     return parsed.model
 
 
+def with_model(request: dict[str, Any], model: str) -> dict[str, Any]:
+    """``request`` naming ``model`` (the name as validated, without surrounding spaces), so the model
+    the job is routed by is the one the upstream is asked for."""
+    return request if request.get("model") == model else {**request, "model": model}
+
+
 def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
     if value is None:

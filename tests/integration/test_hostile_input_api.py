@@ -158,3 +158,13 @@ def test_a_float_max_tokens_of_1e20_is_refused(client: TestClient) -> None:
         "/v1/jobs", json={"kind": "chat", "request": {**chat_request(), "max_tokens": 1e20}}
     )
     assert response.status_code == 422, response.text
+
+
+def test_a_model_name_with_spaces_is_routed_and_forwarded_as_the_same_trimmed_name(
+    client: TestClient,
+) -> None:
+    request = {**chat_request(), "model": "  gpt-4o-mini \t"}
+    response = client.post("/v1/jobs", json={"kind": "chat", "request": request})
+    assert response.status_code == 202, response.text
+    job = client.get(f"/v1/jobs/{response.json()['id']}").json()
+    assert job["model"] == "gpt-4o-mini" and job["request"]["model"] == "gpt-4o-mini"
