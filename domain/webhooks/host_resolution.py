@@ -11,7 +11,9 @@ first, asynchronously (``loop.getaddrinfo``), and the synchronous checks that fo
   with 422 ``too_many_webhook_hosts``;
 - answers are kept for ``ANSWER_TTL_SECONDS`` (failures for ``FAILURE_TTL_SECONDS``) per process, and
   an answer that arrives after its request gave up is still kept, so repeating a slow host costs
-  nothing.
+  nothing; requests naming a host whose lookup is under way wait for that same lookup;
+- at most ``MAX_PENDING_LOOKUPS`` lookups run at once per process: past that, a new host counts as not
+  resolving, so a hostile name service can hold a bounded number of resolver threads, never a backlog.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_HOSTS_PER_REQUEST = 16
 RESOLVE_TIMEOUT_SECONDS = 2.0
 ANSWER_TTL_SECONDS = 60.0
 FAILURE_TTL_SECONDS = 10.0
+MAX_PENDING_LOOKUPS = 32
 _MAX_CACHED = 10_000
 
 HostKey = tuple[str, int]
@@ -47,6 +50,8 @@ class AnswerCache:
         self.clock = clock
         self._lock = threading.Lock()
         self._answers: dict[HostKey, tuple[Answer, float]] = {}
+        self.pending: dict[HostKey, asyncio.Task[Answer]] = {}
+        """Lookups under way (on the event loop), shared by every request that names the host."""
 
     def get(self, key: HostKey) -> tuple[bool, Answer]:
         """``(found, answer)``."""
@@ -130,11 +135,34 @@ async def resolve_webhook_hosts(
             wanted.append(key)
     if wanted:
         loop = asyncio.get_running_loop()
-        tasks = {key: loop.create_task(_lookup(loop, key, cache)) for key in wanted}
-        await asyncio.wait(tasks.values(), timeout=timeout)
-        for key, task in tasks.items():
-            resolved.answers[key] = task.result() if task.done() else None
+        tasks = {key: task for key in wanted if (task := _lookup_task(loop, key, cache)) is not None}
+        if tasks:
+            await asyncio.wait(tasks.values(), timeout=timeout)
+        for key in wanted:
+            task = tasks.get(key)
+            resolved.answers[key] = task.result() if task is not None and task.done() else None
     return resolved
+
+
+def _lookup_task(
+    loop: asyncio.AbstractEventLoop, key: HostKey, cache: AnswerCache
+) -> asyncio.Task[Answer] | None:
+    """The lookup of ``key`` under way, or a new one; None when ``MAX_PENDING_LOOKUPS`` are under way
+    already (a hostile name service then costs at most that many waiting threads, not a backlog)."""
+    task = cache.pending.get(key)
+    if task is not None and not task.done() and task.get_loop() is loop:
+        return task
+    if sum(not other.done() for other in cache.pending.values()) >= MAX_PENDING_LOOKUPS:
+        return None
+    task = loop.create_task(_lookup(loop, key, cache))
+    cache.pending[key] = task
+
+    def forget(done: asyncio.Task[Answer]) -> None:
+        if cache.pending.get(key) is done:
+            del cache.pending[key]
+
+    task.add_done_callback(forget)
+    return task
 
 
 async def _lookup(loop: asyncio.AbstractEventLoop, key: HostKey, cache: AnswerCache) -> Answer:

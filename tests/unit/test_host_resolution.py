@@ -11,7 +11,13 @@ import pytest
 
 from config.settings import load_settings
 from domain.errors import InvalidWebhookUrl
-from domain.webhooks.host_resolution import AnswerCache, ResolvedHosts, host_key, resolve_webhook_hosts
+from domain.webhooks.host_resolution import (
+    MAX_PENDING_LOOKUPS,
+    AnswerCache,
+    ResolvedHosts,
+    host_key,
+    resolve_webhook_hosts,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +91,37 @@ def test_host_key_skips_literal_addresses_and_bad_urls() -> None:
     assert host_key("http://93.184.216.34/") is None
     assert host_key("http://[2001:db8::1]/") is None
     assert host_key("http://exa mple.com:99999/") is None
+
+
+def test_requests_naming_a_host_being_looked_up_share_the_lookup() -> None:
+    loop = FakeNameService({"slow.test": "93.184.216.35"}, {"slow.test"})
+    cache = AnswerCache()
+
+    async def two_requests() -> list[Any]:
+        first = resolve_webhook_hosts(["https://slow.test/a"], cache, timeout=1.0)
+        second = resolve_webhook_hosts(["https://slow.test/b"], cache, timeout=1.0)
+        loop.call_later(0.01, loop.release.set)
+        return list(await asyncio.gather(first, second))
+
+    try:
+        first, second = _run(loop, two_requests())
+        assert first.answers == second.answers == {("slow.test", 443): ("93.184.216.35",)}
+        assert loop.asked == ["slow.test"] and cache.pending == {}
+    finally:
+        loop.close()
+
+
+def test_lookups_under_way_are_capped_per_process() -> None:
+    hosts = [f"h{i}.test" for i in range(MAX_PENDING_LOOKUPS + 3)]
+    loop = FakeNameService(dict.fromkeys(hosts, "93.184.216.34"), set(hosts))
+    cache = AnswerCache()
+    try:
+        for start in range(0, len(hosts), 8):
+            urls = [f"https://{host}/" for host in hosts[start : start + 8]]
+            _run(loop, resolve_webhook_hosts(urls, cache, timeout=0.01))
+        assert len(loop.asked) == MAX_PENDING_LOOKUPS  # the rest counted as not resolving, unasked
+        loop.release.set()
+        _run(loop, asyncio.sleep(0.01))
+        assert cache.pending == {}
+    finally:
+        loop.close()
