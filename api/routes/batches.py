@@ -22,7 +22,9 @@ from config.settings import Settings
 from domain.batches import repository as batch_repository
 from domain.batches.schemas import BatchCreate, BatchList, BatchOut
 from domain.batches.views import batch_out, needs_live_tally
+from domain.errors import InvalidRequest
 from domain.jobs.input_limits import InputLimits, check_job
+from domain.jobs.json_safety import text_problem
 from domain.jobs.schemas import ErrorBody
 from domain.jobs.submission import WebhookCheck
 from domain.storage.models import Batch, utcnow
@@ -50,6 +52,9 @@ async def create_batch(
     tenant: TenantDep,
 ) -> BatchOut:
     """Create a batch from an uploaded ``purpose=batch`` file; it starts ``validating``."""
+    problem = text_problem(body.input_file_id)
+    if problem is not None:
+        raise InvalidRequest(f"input_file_id: {problem}", param="input_file_id")
     check_job(InputLimits.from_settings(settings), {}, metadata=body.metadata, webhook_url=body.webhook_url)
     check = await webhook_check(request, [body.webhook_url])  # resolved here, not on a thread
     return await run_in_threadpool(_create_batch, body, session, settings, enqueuer, tenant, check)

@@ -112,6 +112,12 @@ def test_a_nul_in_a_batch_s_metadata_gets_422(client: TestClient) -> None:
     response = _post_raw(client, "/v1/batches", body + '"metadata": {"k": "\\u0000"}}')
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == "metadata"
+    hook = _post_raw(client, "/v1/batches", body + '"webhook_url": "https://example.com/\\u0000"}')
+    assert hook.status_code == 422 and hook.json()["error"]["param"] == "webhook_url", hook.text
+    file_id = body.replace('"file-x"', '"file-\\u0000"')
+    response = _post_raw(client, "/v1/batches", file_id[:-2] + "}")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "input_file_id"
 
 
 def test_a_nul_in_an_uploaded_file_name_is_refused(client: TestClient) -> None:
