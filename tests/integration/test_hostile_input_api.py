@@ -174,3 +174,8 @@ def test_a_model_name_with_spaces_is_routed_and_forwarded_as_the_same_trimmed_na
     assert response.status_code == 202, response.text
     job = client.get(f"/v1/jobs/{response.json()['id']}").json()
     assert job["model"] == "gpt-4o-mini" and job["request"]["model"] == "gpt-4o-mini"
+
+
+def test_a_body_nested_past_the_parser_s_depth_gets_400_invalid_json(client: TestClient) -> None:
+    response = _post_raw(client, "/v1/jobs", '{"kind": "chat", "request": ' + _nested(200_000) + "}")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json", response.text
