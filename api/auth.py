@@ -27,8 +27,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
+from api.threads import run_on_service_threads
 from config.settings import Settings
 from domain.errors import PermissionDenied, Unauthenticated
 from domain.jobs.schemas import ErrorBody
@@ -58,8 +58,9 @@ async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """The caller, from its bearer key (or the default tenant when authentication is off). The key is
-    looked up on every request, so a revoked key stops working at once; the lookup runs on a worker
-    thread, never on the event loop."""
+    looked up on every request, so a revoked key stops working at once; the lookup runs on a thread
+    kept for authentication and health (``api.threads``), never on the event loop nor on the threads
+    that user work can fill."""
     settings: Settings = request.app.state.settings
     if settings.auth_disabled:
         return _UNAUTHENTICATED
@@ -69,7 +70,9 @@ async def authenticate(
             "'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
-    return await run_in_threadpool(_look_up, request.app.state.sessions, credentials.credentials)
+    return await run_on_service_threads(
+        request, _look_up, request.app.state.sessions, credentials.credentials
+    )
 
 
 def _look_up(sessions: sessionmaker[Session], presented: str) -> Principal:

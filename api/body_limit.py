@@ -1,4 +1,6 @@
-"""ASGI middleware that refuses bodies over a size with 413, whether or not Content-Length is sent."""
+"""ASGI middleware that refuses bodies over a size with 413 ``payload_too_large``, whether or not
+Content-Length is sent: a declared length over the limit is refused at once, and a body sent without
+one (chunked) is read here up to the limit before the app sees it."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send)
             return
+        if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            await self._buffered(scope, receive, send)
+            return
         seen = 0
         started = False
 
@@ -50,6 +55,28 @@ class BodyLimitMiddleware:
             if not started:
                 await self._refuse(send)
 
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A body without Content-Length (chunked): read it here, up to the limit, before the app sees
+        it, so one over the limit gets the same 413 as a declared one (the app would only see a broken
+        stream, and answer 400)."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], then=receive), send)
+
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
             {
@@ -67,6 +94,20 @@ class BodyLimitMiddleware:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive that answers ``messages`` first, then defers to ``then`` (disconnect when none)."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import ServiceError
+from domain.jobs.json_safety import printable
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ def error_response(
     status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"code": code, "message": message, "param": param, "type": kind}}
+    shown = printable(param) if param is not None else None
+    body = {"error": {"code": code, "message": printable(message), "param": shown, "type": kind}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -51,9 +53,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:  # e.g. nested past the parser's depth
+        return error_response(400, "invalid_json", "the request body could not be parsed as JSON")
     codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
     return error_response(exc.status_code, code, str(exc.detail))
+
+
+_UNPARSABLE_BODY = "There was an error parsing the body"
+"""FastAPI's detail when reading the body as JSON raised something other than a decoding error."""
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,8 @@
 """ASGI middleware that checks the request target before routing or authentication look at it:
 
 - longer than BATCHERY_MAX_URL_LENGTH (path and query): 414 ``uri_too_long``;
+- a NUL character (``%00``) in the path or the query: 400 ``invalid_request`` (no id, cursor or filter
+  holds one, and PostgreSQL cannot even compare text with it);
 - a query parameter given more than once: 400 ``repeated_query_parameter`` (no batchery parameter is
   a list, and silently keeping one of the values would hide a caller's mistake).
 
@@ -36,6 +38,10 @@ class RequestTargetMiddleware:
             if target > self.max_length:
                 message = f"the request URL is longer than {self.max_length} characters"
                 await _refuse(send, 414, "uri_too_long", message, None)
+                return
+            if "\x00" in str(scope.get("path", "")) or b"%00" in query or b"\x00" in query:
+                message = "the request URL contains a NUL character (%00), which no id or parameter may hold"
+                await _refuse(send, 400, "invalid_request", message, None)
                 return
             repeated = _repeated_name(query)
             if repeated is not None:

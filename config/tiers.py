@@ -17,6 +17,8 @@ A tiers file is TOML::
     tpm = 2000000                      # tokens per minute (0 = not limited)
     ipm = 0                            # images per minute (image models)
     budget = "mini-shared"             # optional: models naming the same budget share one bucket
+    context_window = 128000            # optional: the most tokens a call may hold, prompt and reply
+    max_output_tokens = 16384          # optional: the most tokens the model may write in one reply
 
 ``token_accounting`` says how the provider counts tokens against TPM, so the limiter can mirror it:
 
@@ -25,6 +27,10 @@ A tiers file is TOML::
   refunds the tokens.
 - ``usage``: real consumption. After each response the reservation is settled against the returned
   ``usage``; a failed call refunds its tokens.
+
+``context_window`` and ``max_output_tokens`` bound what one job may ask for: ``max_tokens``,
+``max_completion_tokens`` and ``max_output_tokens`` above either answer 422 at submission. A model
+without them (or an unknown model on the default tier) is still held to ``HARD_MAX_OUTPUT_TOKENS``.
 
 Each model belongs to exactly one tier. A model the file does not name resolves to the model it is a
 snapshot or alias of (``model_family``): ``gpt-4o-2024-08-06``, ``gpt-4-0613`` and ``o3-latest`` run in the
@@ -54,8 +60,12 @@ _SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4}|latest)$")
 DEFAULT_TIERS_FILE = Path(__file__).with_name("tiers.toml")
 
 
+HARD_MAX_OUTPUT_TOKENS = 1_000_000
+"""The most output tokens any job may ask for, whatever the model (a model's own limits are lower)."""
+
+
 class ModelLimits(BaseModel):
-    """Per-minute limits of one model, as the provider enforces them."""
+    """Per-minute limits of one model, as the provider enforces them, and the size of one call."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +73,14 @@ class ModelLimits(BaseModel):
     tpm: int = Field(default=0, ge=0)
     ipm: int = Field(default=0, ge=0)
     budget: str | None = None
+    context_window: int | None = Field(default=None, ge=1, le=100_000_000)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=HARD_MAX_OUTPUT_TOKENS)
+
+    @property
+    def output_token_limit(self) -> int:
+        """The most output tokens one call may ask for: the smallest of the model's limits."""
+        bounds = [HARD_MAX_OUTPUT_TOKENS, self.max_output_tokens, self.context_window]
+        return min(bound for bound in bounds if bound is not None)
 
 
 class Tier(BaseModel):

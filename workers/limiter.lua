@@ -13,10 +13,11 @@
 -- ARGV[5..7]    capacity of requests, tokens, images
 -- ARGV[8..10]   operands, by operation:
 --   acquire   the cost: requests, tokens, images. Taken all or none. A dimension's cost larger than its
---             capacity is taken when that dimension is full, leaving it in debt (below zero).
+--             capacity is taken when that dimension is full, leaving it in debt (below zero), but never
+--             more than one capacity of debt: what is beyond it is forgiven.
 --             Returns 0 when taken, else the whole milliseconds to wait until the cost would fit.
 --   settle    the amounts to charge (positive) or refund (negative). A refund stops at capacity, a
---             charge may leave debt. Returns 0.
+--             charge may leave debt, at most one capacity of it. Returns 0.
 --   observe   per dimension, a ceiling ("" = none): the level is lowered to it, never raised. Returns
 --             1 when a level was lowered, else 0.
 --   pause     ARGV[8] milliseconds; the longer of this and any current pause is kept, and the bucket is
@@ -68,6 +69,12 @@ local function save(level)
   redis.call('PEXPIRE', bucket_key, math.ceil(idle_ms) + 1000)
 end
 
+-- The level after taking amount: never more than one capacity below zero (a deeper level, left by a
+-- pause, is kept as it is), so no single call can hold a bucket for longer than two refills.
+local function charge(level, amount, capacity)
+  return math.max(level - amount, math.min(level, -capacity))
+end
+
 if op == 'acquire' then
   local paused = redis.call('PTTL', pause_key)
   if paused > 0 then
@@ -89,7 +96,7 @@ if op == 'acquire' then
   end
   for d = 1, 3 do
     if rate[d] > 0 and cost[d] > 0 then
-      level[d] = level[d] - cost[d]
+      level[d] = charge(level[d], cost[d], cap[d])
     end
   end
   save(level)
@@ -101,7 +108,7 @@ if op == 'settle' then
   for d = 1, 3 do
     local delta = tonumber(ARGV[7 + d])
     if rate[d] > 0 and delta ~= 0 then
-      level[d] = math.min(cap[d], level[d] - delta)
+      level[d] = math.min(cap[d], charge(level[d], delta, cap[d]))
     end
   end
   save(level)

@@ -5,7 +5,11 @@ tokens and images. Each holds a level that refills at ``per_minute / 60`` units 
 capacity, ``rate * burst_seconds`` (at least one request); a limit of 0 means not limited. An acquire
 takes the whole cost from every dimension at once or nothing; a dimension whose cost exceeds its
 capacity is taken as soon as that dimension is full and then owes the rest (its level goes below zero),
-so an oversize request waits at most one capacity refill and the long-run rate still holds.
+so an oversize request waits at most one capacity refill. The debt is bounded by one capacity: what a
+call takes beyond it is forgiven, so no single request (a job asking for two billion tokens, say) can
+hold a shared bucket for longer than two refills. The long-run rate holds exactly for costs up to twice
+the capacity; a larger cost is forgiven its excess (raise ``burst_seconds`` when real requests are that
+large). Submission bounds each job's output tokens by its model's limits (``domain.jobs.token_bounds``).
 
 ``RedisLimiter`` keeps the buckets in Redis and changes them only through ``limiter.lua``, which reads
 Redis ``TIME`` so every machine shares one clock. ``MemoryLimiter`` is the same thing in one process on
@@ -141,20 +145,33 @@ def wait_seconds(levels: Triple, budget: Budget, cost: Triple) -> float:
     return max(1.0, math.ceil(wait_ms)) / 1000.0 if wait_ms > 0 else 0.0
 
 
+def charge(level: float, amount: float, capacity: float) -> float:
+    """A level after taking ``amount``: at most one ``capacity`` below zero, so one call never holds a
+    bucket for longer than two refills (a deeper level, left by a pause, is kept as it is)."""
+    return max(level - amount, min(level, -capacity))
+
+
 def take(levels: Triple, budget: Budget, cost: Triple) -> Triple:
-    """Levels after taking ``cost`` from every limited dimension (a level may go below zero)."""
-    return _zip3(
-        lambda level, rate, amount: level - amount if rate > 0 else level, levels, budget.rates, cost
-    )
-
-
-def settle_levels(levels: Triple, budget: Budget, delta: Triple) -> Triple:
-    """Levels after charging ``delta`` (negative = refund) to limited dimensions; refunds stop at capacity."""
+    """Levels after taking ``cost`` from every limited dimension (a level may go below zero, by at most
+    one capacity)."""
 
     def one(index: int) -> float:
         if budget.rates[index] <= 0:
             return levels[index]
-        return min(budget.capacities[index], levels[index] - delta[index])
+        return charge(levels[index], cost[index], budget.capacities[index])
+
+    return (one(0), one(1), one(2))
+
+
+def settle_levels(levels: Triple, budget: Budget, delta: Triple) -> Triple:
+    """Levels after charging ``delta`` (negative = refund) to limited dimensions; refunds stop at capacity,
+    charges at one capacity of debt."""
+
+    def one(index: int) -> float:
+        if budget.rates[index] <= 0:
+            return levels[index]
+        capacity = budget.capacities[index]
+        return min(capacity, charge(levels[index], delta[index], capacity))
 
     return (one(0), one(1), one(2))
 

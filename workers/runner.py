@@ -40,6 +40,7 @@ from workers.limiter import Budget, Limiter, LimiterTimeout
 from workers.ratelimit_headers import parse_rate_limit_headers
 from workers.retry import RetryPolicy, is_retryable, next_delay, server_delay
 from workers.shutdown import ShuttingDown
+from workers.starvation import STARVED
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,10 @@ class JobRunner:
         )
         try:
             response = retrying(self._call_once, claim, tier, progress)
-        except (LimiterTimeout, ShuttingDown):
+        except LimiterTimeout as starved:  # back off first, so starved jobs do not spin through the backlog
+            STARVED.back_off(starved, sleep=self.sleep, stopping=self.stopping)
+            return self._give_back(claim)
+        except ShuttingDown:
             return self._give_back(claim)
         except LeaseLost:
             return self._end_after_lost_lease(claim, progress)

@@ -12,6 +12,11 @@ What counts:
 - 429 and 503 with ``Retry-After`` wait at least that long (capped) before the next attempt.
 - Timeouts, connection errors and a URL whose name now resolves to a refused address retry on
   schedule; a URL that can never be called (bad scheme, credentials, private literal) fails at once.
+
+Each attempt has an overall deadline (``attempt_deadline``: twice BATCHERY_WEBHOOK_TIMEOUT_SECONDS,
+inside the lease), so a receiver that trickles its answer cannot hold a thread past it. One tenant may
+hold at most half of a process's delivery threads (BATCHERY_WEBHOOK_CONCURRENCY); its further
+deliveries wait for the next poll, so one tenant's slow receivers never hold every tenant's deliveries.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from domain.redaction import redact
-from domain.storage.models import utcnow
+from domain.storage.models import WebhookDelivery, utcnow
 from domain.storage.sessions import session_scope
 from domain.webhooks import repository as repo
 from domain.webhooks.repository import AttemptRecord, DeliveryClaim
 from domain.webhooks.url_safety import Resolver, UnsafeUrl, check_url, system_resolver
 from workers.ratelimit_headers import retry_delay
 from workers.safe_http import OutboundError, send_pinned
+from workers.tenant_slots import TenantSlots
 from workers.webhook_signing import webhook_headers
 
 log = logging.getLogger(__name__)
@@ -84,6 +91,11 @@ def outcome_of(status_code: int, headers: dict[str, str] | None, record: Attempt
     return Outcome(record, retry_after=wait)
 
 
+def tenant_share(threads: int) -> int:
+    """How many of a process's ``threads`` delivery threads one tenant may hold: half of them."""
+    return max(1, threads // 2)
+
+
 def _excerpt(body: bytes) -> str:
     return body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
 
@@ -109,14 +121,36 @@ class WebhookDeliverer:
         self.resolver = resolver
         self.clock = clock
         self.rand = rand
+        self.tenant_slots = TenantSlots(tenant_share(settings.webhook_concurrency))
 
     @property
     def lease_seconds(self) -> float:
         """Long enough for resolving, connecting, sending and reading, each within the timeout."""
         return 4 * self.settings.webhook_timeout_seconds + 30.0
 
+    @property
+    def attempt_deadline(self) -> float:
+        """The whole exchange of one attempt ends by then: twice the timeout, well inside the lease."""
+        return 2 * self.settings.webhook_timeout_seconds
+
     def deliver(self, delivery_id: str) -> str:
-        """Make one attempt if the delivery is due; returns what happened, for logs and tests."""
+        """Make one attempt if the delivery is due; returns what happened, for logs and tests. A tenant
+        that already has its share of this process's delivery threads busy waits for the next poll."""
+        with session_scope(self.sessions) as session:
+            tenant = session.scalar(
+                select(WebhookDelivery.tenant_id).where(WebhookDelivery.id == delivery_id)
+            )
+            if tenant is None:
+                return "skipped"
+            if not self.tenant_slots.take(tenant):
+                repo.mark_dispatched(session, [delivery_id], None)  # the poll sends it again
+                return "deferred"
+        try:
+            return self._deliver(delivery_id)
+        finally:
+            self.tenant_slots.give(tenant)
+
+    def _deliver(self, delivery_id: str) -> str:
         with session_scope(self.sessions) as session:
             claim = repo.claim_delivery(session, delivery_id, lease_seconds=self.lease_seconds)
         if claim is None:
@@ -167,7 +201,15 @@ class WebhookDeliverer:
         body = claim.payload.encode("utf-8")
         headers = webhook_headers(keys, claim.event_id, int(self.clock()), body)
         try:
-            response = send_pinned(self.client, checked, "POST", headers, body, max_body_bytes=EXCERPT_BYTES)
+            response = send_pinned(
+                self.client,
+                checked,
+                "POST",
+                headers,
+                body,
+                max_body_bytes=EXCERPT_BYTES,
+                deadline=self.attempt_deadline,
+            )
         except OutboundError as exc:
             return Outcome(record(error=exc.message))
         answered = record(

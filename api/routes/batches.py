@@ -10,18 +10,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.enqueue import Enqueuer
+from api.webhook_hosts import webhook_check
+from config.settings import Settings
 from domain.batches import repository as batch_repository
 from domain.batches.schemas import BatchCreate, BatchList, BatchOut
 from domain.batches.views import batch_out, needs_live_tally
+from domain.errors import InvalidRequest
 from domain.jobs.input_limits import InputLimits, check_job
+from domain.jobs.json_safety import text_problem
 from domain.jobs.schemas import ErrorBody
+from domain.jobs.submission import WebhookCheck
 from domain.storage.models import Batch, utcnow
-from domain.webhooks.url_safety import check_webhook_url
 from infra.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -37,13 +43,33 @@ def _present(session: Session, batch: Batch) -> BatchOut:
 
 
 @router.post("", response_model=BatchOut, responses=ERRORS, dependencies=[require_scope("batches:write")])
-def create_batch(
-    body: BatchCreate, session: SessionDep, settings: SettingsDep, enqueuer: EnqueuerDep, tenant: TenantDep
+async def create_batch(
+    body: BatchCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    enqueuer: EnqueuerDep,
+    tenant: TenantDep,
 ) -> BatchOut:
     """Create a batch from an uploaded ``purpose=batch`` file; it starts ``validating``."""
+    problem = text_problem(body.input_file_id)
+    if problem is not None:
+        raise InvalidRequest(f"input_file_id: {problem}", param="input_file_id")
     check_job(InputLimits.from_settings(settings), {}, metadata=body.metadata, webhook_url=body.webhook_url)
+    check = await webhook_check(request, [body.webhook_url])  # resolved here, not on a thread
+    return await run_in_threadpool(_create_batch, body, session, settings, enqueuer, tenant, check)
+
+
+def _create_batch(
+    body: BatchCreate,
+    session: Session,
+    settings: Settings,
+    enqueuer: Enqueuer,
+    tenant: str,
+    check: WebhookCheck,
+) -> BatchOut:
     if body.webhook_url is not None:
-        check_webhook_url(body.webhook_url, settings)
+        check(body.webhook_url, settings)
     batch = batch_repository.create(session, body, tenant_id=tenant, now=utcnow())
     session.commit()
     enqueuer.send_control(INGEST_BATCH_TASK, batch.id)

@@ -32,6 +32,7 @@ from domain.batches.files import (
     UploadScanner,
 )
 from domain.errors import Conflict, InvalidRequest
+from domain.jobs.json_safety import text_problem
 from domain.jobs.schemas import ErrorBody
 from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
@@ -132,6 +133,9 @@ def _check_purpose(purpose: str) -> None:
 
 def _filename(raw: str | None) -> str:
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    problem = text_problem(name)
+    if problem is not None:
+        raise InvalidRequest(f"the file name {problem}", param="file")
     return name[:255] or "upload.jsonl"
 
 

@@ -10,18 +10,25 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.threads import run_on_service_threads
+
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up."""
+async def healthz() -> dict[str, str]:
+    """The process is up. Answered on the event loop: no thread, so busy worker threads cannot delay it."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=None)
-def readyz(request: Request) -> dict[str, Any] | JSONResponse:
-    """The database and Redis answer; 503 names what does not."""
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """The database and Redis answer; 503 names what does not. The checks run on the threads kept for
+    authentication and health (``api.threads``), never on those user work can fill."""
+    return await run_on_service_threads(request, _readiness, request)
+
+
+def _readiness(request: Request) -> dict[str, Any] | JSONResponse:
     checks: dict[str, str] = {}
     try:
         with request.app.state.engine.connect() as connection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -14,11 +14,12 @@ from api.enqueue import Enqueuer
 from api.examples import JOB_EXAMPLES
 from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
+from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
-from domain.jobs import attempts, repository
+from domain.jobs import attempts, cancellation, repository
 from domain.jobs.schemas import ErrorBody, JobCreate, JobList, JobOut
-from domain.jobs.submission import Submission, WindowRooms
+from domain.jobs.submission import Submission, WebhookCheck, WindowRooms
 from domain.metrics.job_counters import JobCounters
 from domain.status import JobKind, JobStatus
 from domain.storage.models import utcnow
@@ -41,6 +42,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 )
 async def submit_job(
     body: Annotated[JobCreate, Body(openapi_examples=JOB_EXAMPLES)],
+    request: Request,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
@@ -54,8 +56,9 @@ async def submit_job(
 
     The work runs in one hop to a worker thread, and the answer is built back on the event loop: a plain
     ``def`` route would cost a second hop, for FastAPI's check of the response model."""
+    check = await webhook_check(request, [body.webhook_url])  # resolved here, not on the thread
     job, created = await run_in_threadpool(
-        _submit, body, session, settings, enqueuer, tenant, counters, rooms, idempotency_key
+        _submit, body, session, settings, enqueuer, tenant, counters, rooms, idempotency_key, check
     )
     if not created:
         response.headers["idempotent-replayed"] = "true"
@@ -71,8 +74,10 @@ def _submit(
     counters: JobCounters,
     rooms: WindowRooms,
     idempotency_key: str | None,
+    check: WebhookCheck,
 ) -> tuple[JobOut, bool]:
-    new = Submission(settings, tenant_id=tenant).prepare(body, idempotency_key=idempotency_key)
+    submission = Submission(settings, tenant_id=tenant, check_webhook=check)
+    new = submission.prepare(body, idempotency_key=idempotency_key)
     tier = settings.tiers.tiers[new.tier]
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
     fast = rooms.take(session, settings, tier) > 0  # decided before the INSERT: no UPDATE after it
@@ -143,8 +148,9 @@ def cancel_job(
     counters: JobCountersDep,
 ) -> JobOut:
     """A queued job is cancelled at once; a running one ends cancelled when its current call returns."""
-    job = repository.cancel_job(session, job_id, tenant_id=tenant)
-    delivery_id = events.record_job_event(session, job.id, settings)  # only once it is cancelled
+    job, ended_now = cancellation.cancel(session, job_id, tenant_id=tenant)
+    # the event only when this request ended the job: a running job's worker records its own
+    delivery_id = events.record_job_event(session, job.id, settings) if ended_now else None
     session.commit()
     counters.cancelled([job])
     if delivery_id is not None:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
 from api.job_counters import JobCountersDep
+from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
 from domain.jobs import bulk as bulk_jobs
@@ -29,7 +31,8 @@ from domain.jobs.bulk import StoredJob
 from domain.jobs.bulk_schemas import BulkItemError, BulkItemResult, BulkJobsCreate, BulkJobsOut
 from domain.jobs.repository import NewJob
 from domain.jobs.schemas import ErrorBody
-from domain.jobs.submission import ItemError, Submission, WindowRooms
+from domain.jobs.submission import ItemError, Submission, WebhookCheck, WindowRooms
+from domain.metrics.job_counters import JobCounters
 from domain.storage.models import utcnow
 from domain.tenancy.quotas import ensure_queue_room
 
@@ -47,8 +50,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
     responses=ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
-def submit_jobs_bulk(
+async def submit_jobs_bulk(
     body: BulkJobsCreate,
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     enqueuer: EnqueuerDep,
@@ -56,8 +60,26 @@ def submit_jobs_bulk(
     counters: JobCountersDep,
     rooms: WindowRoomsDep,
 ) -> BulkJobsOut:
-    """Check every item; store the valid ones (durable before anything is sent) and answer per item."""
-    submission = Submission(settings, tenant_id=tenant)
+    """Check every item; store the valid ones (durable before anything is sent) and answer per item.
+    Webhook hosts are resolved first, on the event loop; the rest runs in one hop to a worker thread."""
+    urls = [item.get("webhook_url") for item in body.jobs if isinstance(item, dict)]
+    check = await webhook_check(request, urls)
+    return await run_in_threadpool(
+        _submit_all, body, session, settings, enqueuer, tenant, counters, rooms, check
+    )
+
+
+def _submit_all(
+    body: BulkJobsCreate,
+    session: Session,
+    settings: Settings,
+    enqueuer: Enqueuer,
+    tenant: str,
+    counters: JobCounters,
+    rooms: WindowRooms,
+    check: WebhookCheck,
+) -> BulkJobsOut:
+    submission = Submission(settings, tenant_id=tenant, check_webhook=check)
     prepared = [submission.prepare_item(index, raw) for index, raw in enumerate(body.jobs)]
     valid = [item for item in prepared if isinstance(item, NewJob)]
     stored = _store(session, settings, enqueuer, rooms, tenant, valid) if valid else []

@@ -1,4 +1,7 @@
-"""``/metrics``: Prometheus metrics for the whole deployment, whichever API process answers."""
+"""``/metrics``: Prometheus metrics for the whole deployment, whichever API process answers.
+
+It needs no key and shows deployment-wide tokens and cost per tier and model (never a tenant's data):
+keep it off the public ingress (``docs/security.md``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`/v1/jobs/{id}/webhook-deliveries`: a job's webhook delivery log, and redelivery of an event."""
+"""`/v1/jobs/{id}/webhook-deliveries`: a job's webhook delivery log, and redelivery of an event.
+
+Every route checks first that ``{id}`` is one of the caller's jobs (404 otherwise), so the ``jobs:*``
+scopes reach jobs' deliveries only, never a batch's that shares the table."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ def list_deliveries(job_id: str, session: SessionDep, tenant: TenantDep) -> Webh
     dependencies=[require_scope("jobs:read")],
 )
 def get_delivery(job_id: str, delivery_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeliveryOut:
+    repository.get_job(session, job_id, tenant_id=tenant)  # jobs:read reads jobs' deliveries, no one else's
     delivery = deliveries.get_delivery(session, tenant_id=tenant, subject_id=job_id, delivery_id=delivery_id)
     attempts = deliveries.attempts_by_delivery(session, [delivery.id])
     return delivery_out(delivery, attempts.get(delivery.id, []))
@@ -53,6 +57,7 @@ def redeliver(
 ) -> WebhookDeliveryOut:
     """Send the same event again now (same ``webhook-id``, same body), with a fresh retry schedule.
     409 while an attempt is in flight."""
+    repository.get_job(session, job_id, tenant_id=tenant)  # jobs:write redelivers jobs' events only
     delivery = deliveries.redeliver(session, tenant_id=tenant, subject_id=job_id, delivery_id=delivery_id)
     session.commit()
     if not enqueuer.send_webhook(delivery.id):

@@ -31,7 +31,9 @@ from domain.batches.schemas import Endpoint, job_kind_for
 from domain.errors import InvalidRequest, NotFound, TooManyRequests
 from domain.ids import new_ids
 from domain.jobs.input_limits import InputLimits, check_request
-from domain.jobs.schemas import validate_body
+from domain.jobs.json_safety import check_json, printable, text_problem
+from domain.jobs.schemas import validate_body, with_model
+from domain.jobs.token_bounds import check_output_tokens, stored_estimate
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Batch, Job
 from domain.tenancy.quotas import ensure_queue_room
@@ -121,8 +123,11 @@ class LineChecker:
         body: dict[str, Any] = item["body"]
         kind = job_kind_for(self.endpoint, body)
         try:
+            check_json(body, param="body")
             model = validate_body(kind, body)
+            body = with_model(body, model)
             check_request(self.limits, body, param="body")
+            check_output_tokens(body, model, self.tiers.limits_for(model), param="body")
         except InvalidRequest as exc:
             code = "invalid_body" if exc.code == InvalidRequest.code else exc.code
             return LineError(code, _body_param(exc.message) or code, _body_param(exc.param), number)
@@ -133,7 +138,8 @@ class LineChecker:
             return LineError("model_not_found", message, "body.model", number)
         self.seen.add(custom_id)
         cost = estimate_cost(kind.value, body, default_max_tokens=self.default_max_tokens)
-        return RequestLine(number, custom_id, kind, model, tier.name, tier.queue, body, cost.tokens)
+        tokens = stored_estimate(cost.tokens)
+        return RequestLine(number, custom_id, kind, model, tier.name, tier.queue, body, tokens)
 
     def _envelope(self, item: dict[str, Any], number: int) -> LineError | None:
         for name in ("custom_id", "method", "url", "body"):
@@ -145,6 +151,9 @@ class LineChecker:
         if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_LENGTH:
             message = f"custom_id must be a non-empty string of at most {MAX_CUSTOM_ID_LENGTH} characters."
             return LineError("invalid_custom_id", message, "custom_id", number)
+        problem = text_problem(custom_id)
+        if problem is not None:
+            return LineError("invalid_custom_id", f"custom_id {problem}.", "custom_id", number)
         if custom_id in self.seen:
             message = (
                 "The custom_id for this request is a duplicate of another request. "
@@ -154,7 +163,8 @@ class LineChecker:
         if item["method"] != "POST":
             return LineError("invalid_method", "The method must be POST.", "method", number)
         if item["url"] != self.endpoint.value:
-            message = f"The url '{item['url']}' does not match the batch endpoint '{self.endpoint.value}'."
+            given = printable(str(item["url"]))
+            message = f"The url '{given}' does not match the batch endpoint '{self.endpoint.value}'."
             return LineError("url_mismatch", message, "url", number)
         if not isinstance(item["body"], dict):
             return LineError("invalid_body", "The body must be a JSON object.", "body", number)

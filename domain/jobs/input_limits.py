@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.settings import Settings
-from domain.errors import LimitExceeded
+from domain.errors import InvalidRequest, LimitExceeded
+from domain.jobs.json_safety import text_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,9 @@ def check_job(
                 code="metadata_too_large",
             )
     if webhook_url is not None:
+        problem = text_problem(webhook_url)
+        if problem is not None:
+            raise InvalidRequest(f"{prefix}webhook_url: {problem}", param=f"{prefix}webhook_url")
         check_url(limits, webhook_url, param=f"{prefix}webhook_url")
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from domain.errors import InvalidRequest
+from domain.jobs.json_safety import text_problem
 from domain.jobs.streaming import refuse_streaming
 from domain.status import JobKind, JobStatus
 
@@ -123,6 +124,12 @@ def validate_body(kind: JobKind, body: dict[str, Any]) -> str:
     return parsed.model
 
 
+def with_model(request: dict[str, Any], model: str) -> dict[str, Any]:
+    """``request`` naming ``model`` (the name as validated, without surrounding spaces), so the model
+    the job is routed by is the one the upstream is asked for."""
+    return request if request.get("model") == model else {**request, "model": model}
+
+
 def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     """OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512."""
     if value is None:
@@ -130,6 +137,9 @@ def validate_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     if len(value) > MAX_METADATA_PAIRS:
         raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
     for key, item in value.items():
+        problem = text_problem(key) or text_problem(item)
+        if problem is not None:
+            raise ValueError(f"metadata keys and values must be storable text: one {problem}")
         if len(key) > MAX_METADATA_KEY:
             raise ValueError(f"metadata keys are at most {MAX_METADATA_KEY} characters")
         if len(item) > MAX_METADATA_VALUE:

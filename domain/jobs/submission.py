@@ -2,10 +2,14 @@
 
 ``POST /v1/jobs`` and ``POST /v1/jobs/bulk`` both call ``Submission.prepare``, which checks, in order:
 
-1. the OpenAI request body for the job's kind (``domain.jobs.schemas.validate_body``);
-2. the configured input limits: messages, metadata size, URL lengths (``domain.jobs.input_limits``);
-3. the webhook URL: public, resolvable, and webhooks configured (``domain.webhooks.url_safety``);
-4. the tier that serves the model (422 ``unknown_model`` naming the known models);
+1. the request body can be stored as JSON: depth, NUL, lone surrogates, finite numbers, integer ranges
+   (``domain.jobs.json_safety``), the same on SQLite and PostgreSQL;
+2. the OpenAI request body for the job's kind (``domain.jobs.schemas.validate_body``); the model name
+   is stripped of surrounding spaces, and the stored (and forwarded) request carries that name;
+3. the configured input limits: messages, metadata size, URL lengths (``domain.jobs.input_limits``);
+4. the webhook URL: public, resolvable, and webhooks configured (``domain.webhooks.url_safety``);
+5. the tier that serves the model (422 ``unknown_model`` naming the known models);
+6. the output tokens asked for, within the model's limits (``domain.jobs.token_bounds``);
 
 then estimates the job's tokens (``domain.tokens.estimates``) for the limiter. Any failure raises the
 ``ServiceError`` a caller sees. ``Submission.prepare_item`` does the same for one item of a bulk
@@ -32,8 +36,10 @@ from config.tiers import Tier
 from domain.errors import ServiceError, UnknownModel
 from domain.jobs import dispatch_repository
 from domain.jobs.input_limits import InputLimits, check_job
+from domain.jobs.json_safety import check_json, printable
 from domain.jobs.repository import NewJob
-from domain.jobs.schemas import JobCreate, validate_body
+from domain.jobs.schemas import JobCreate, validate_body, with_model
+from domain.jobs.token_bounds import check_output_tokens, stored_estimate
 from domain.tenancy.fair_share import window_size
 from domain.tokens.estimates import estimate_cost
 from domain.webhooks.url_safety import check_webhook_url
@@ -67,20 +73,21 @@ class Submission:
 
     def prepare(self, body: JobCreate, *, idempotency_key: str | None = None) -> NewJob:
         """The job to store, or the ServiceError (a 4xx) that explains why it cannot be."""
+        check_json(body.request, param="request")
         model = validate_body(body.kind, body.request)
-        check_job(self.limits, body.request, metadata=body.metadata, webhook_url=body.webhook_url)
+        request = with_model(body.request, model)
+        check_job(self.limits, request, metadata=body.metadata, webhook_url=body.webhook_url)
         if body.webhook_url is not None:
             self.check_webhook(body.webhook_url)
         tier = self.tier_for(model)
-        cost = estimate_cost(
-            body.kind.value, body.request, default_max_tokens=self.settings.default_max_tokens
-        )
+        check_output_tokens(request, model, self.settings.tiers.limits_for(model))
+        cost = estimate_cost(body.kind.value, request, default_max_tokens=self.settings.default_max_tokens)
         return NewJob(
             kind=body.kind.value,
             model=model,
             tier=tier.name,
-            request=body.request,
-            estimated_tokens=cost.tokens,
+            request=request,
+            estimated_tokens=stored_estimate(cost.tokens),
             priority=body.priority,
             metadata=body.metadata,
             webhook_url=body.webhook_url,
@@ -97,9 +104,10 @@ class Submission:
             body = JobCreate.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first.get("loc", ()))
+            where = printable(".".join(str(part) for part in first.get("loc", ())))
             param = f"{prefix}.{where}" if where else prefix
-            return ItemError(index, "invalid_request", f"{param}: {first.get('msg', 'invalid')}", param)
+            message = printable(f"{param}: {first.get('msg', 'invalid')}")
+            return ItemError(index, "invalid_request", message, param)
         try:
             return self.prepare(body)
         except ServiceError as exc:

@@ -3,6 +3,7 @@
 A URL passes only when:
 
 - its scheme is ``http`` or ``https`` and it carries no ``user:password@``;
+- its port, when given, is a real TCP port (1 to 65535);
 - its host resolves (once) and *every* address is globally routable (``ip.is_global``), after mapping
   IPv4-mapped IPv6 (``::ffff:a.b.c.d``) back to IPv4;
 - no address is multicast, NAT64 (``64:ff9b::/96``, ``64:ff9b:1::/48``), 6to4 (``2002::/16``) or
@@ -154,6 +155,8 @@ def _parse(url: str) -> httpx.URL:
         raise UnsafeUrl("the URL has no host")
     if not _HOST_CHARS.match(host):
         raise UnsafeUrl("the host has characters a host name cannot have")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise UnsafeUrl(f"the port must be between 1 and 65535, not {parsed.port}")
     return parsed
 
 

@@ -93,6 +93,21 @@ def test_malformed_json_and_oversized_bodies(client: TestClient) -> None:
     assert response.status_code == 413 and _error(response)["code"] == "payload_too_large"
 
 
+def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_is_served(client: TestClient) -> None:
+    def chunked(payload: dict[str, object]) -> Iterator[bytes]:
+        text = json.dumps(payload).encode()
+        for start in range(0, len(text), 4096):
+            yield text[start : start + 4096]
+
+    headers = {"content-type": "application/json"}
+    big = {"kind": "chat", "request": chat_request(prompt="x" * 100_000)}
+    response = client.post("/v1/jobs", content=chunked(big), headers=headers)
+    assert response.status_code == 413 and _error(response)["code"] == "payload_too_large"
+    small = {"kind": "chat", "request": chat_request()}
+    accepted = client.post("/v1/jobs", content=chunked(small), headers=headers)
+    assert accepted.status_code == 202, accepted.text
+
+
 def test_missing_job_and_bad_filters(client: TestClient) -> None:
     assert _error(client.get("/v1/jobs/job_nope"))["code"] == "not_found"
     assert client.get("/v1/jobs?status=weird").status_code == 422

@@ -25,6 +25,7 @@ from tests.factories import new_job
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
+from workers.limiter import Budget, MemoryLimiter
 from workers.runner import JobRunner
 from workers.upstream import make_client
 
@@ -243,3 +244,28 @@ def test_the_api_shows_the_attempt_log(postgres_url: str, redis_url: str, tmp_pa
         "error",
         "wait_before_next_seconds",
     }
+
+
+def test_a_starved_job_backs_off_longer_each_time_before_it_is_given_back(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    limiter = MemoryLimiter()
+    limits = settings.tiers.limits_for("gpt-4o-mini")
+    assert limits is not None
+    limiter.pause(Budget.for_model(tier, "gpt-4o-mini", limits, 1.0), 3600)  # starved for an hour
+    job_id = _job(sessions, tier)
+    slept: list[list[float]] = []
+    for _ in range(3):
+        naps: list[float] = []
+        runner = JobRunner(
+            settings, sessions, _upstream((200, OK_BODY)), limiter, worker_id="w", sleep=naps.append
+        )
+        _RUNNERS.append(runner)
+        assert runner.run(job_id) == "requeued"
+        slept.append(naps)
+        with session_scope(sessions) as session:
+            job = repository.get_job(session, job_id)
+            assert (job.status, job.attempts, job.dispatched_at) == ("queued", 0, None)
+    first, second, third = (sum(naps) for naps in slept)
+    assert 0.8 <= first <= 1.0 and 1.6 <= second <= 2.0 and 3.2 <= third <= 4.0
+    assert all(nap <= 0.5 for naps in slept for nap in naps)  # in steps, so shutdown cuts it short

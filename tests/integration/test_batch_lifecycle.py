@@ -173,6 +173,38 @@ def test_an_invalid_file_fails_with_every_error_and_creates_no_jobs(
     assert client.post(f"/v1/batches/{batch['id']}/cancel").status_code == 409
 
 
+def test_poison_lines_fail_their_line_not_the_ingest(
+    client: TestClient, sessions: Sessions, settings: Settings
+) -> None:
+    """A NUL, an output-token count past any model, a non-finite number or a deep nest is a line error
+    like any other: the batch fails with them instead of staying in ``validating``."""
+    chat = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]'
+    envelope = '{"custom_id": "%s", "method": "POST", "url": "/v1/chat/completions", "body": %s}'
+    lines = [
+        request_line("ok"),
+        envelope % ("nul", '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a\\u0000"}]}'),
+        envelope % ("huge", chat + ', "max_tokens": 1e20}'),
+        envelope % ("inf", chat + ', "temperature": 1e309}'),
+        envelope % ("deep", chat + ', "metadata": ' + "[" * 300 + "]" * 300 + "}"),
+        envelope % ("id\\u0000", chat + "}"),
+        (envelope % ("url", chat + "}")).replace("/v1/chat/completions", "/v1/\\u0000"),
+    ]
+    batch = _create(client, lines)
+    outcome, _ = run_ingest(sessions, batch["id"], settings)
+    assert outcome.status == "failed"
+    failed = _get(client, batch["id"])
+    assert failed["status"] == "failed"
+    assert [(error["code"], error["line"], error["param"]) for error in failed["errors"]["data"]] == [
+        ("invalid_body", 2, "body.messages.0.content"),
+        ("invalid_body", 3, "body.max_tokens"),
+        ("invalid_body", 4, "body.temperature"),
+        ("invalid_body", 5, "body.metadata" + ".0" * 63),
+        ("invalid_custom_id", 6, "custom_id"),
+        ("url_mismatch", 7, "url"),
+    ]
+    assert batch_jobs(sessions, batch["id"]) == []
+
+
 def test_cancel_stops_queued_jobs_and_keeps_the_results_finished_so_far(
     client: TestClient, sessions: Sessions, settings: Settings
 ) -> None:

@@ -4,7 +4,11 @@ redirects, 410, Retry-After, timeouts and the delivery log."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -50,11 +54,11 @@ def deliverer(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[W
         yield WebhookDeliverer(settings, sessions, client)
 
 
-def _record(sessions: sessionmaker[Session], url: str) -> str:
+def _record(sessions: sessionmaker[Session], url: str, tenant: str = "default") -> str:
     with session_scope(sessions) as session:
         return events.record_event(
             session,
-            tenant_id="default",
+            tenant_id=tenant,
             event_type="job.succeeded",
             subject_id="job_1",
             data={"id": "job_1", "status": "succeeded"},
@@ -193,3 +197,100 @@ def test_each_attempt_is_counted_in_the_delivery_metrics(
     counters.delete(*counters.keys(f"{prefix}*"))
     assert any("retrying" in key and value == "1" for key, value in stored.items()), stored
     assert any("succeeded" in key and value == "1" for key, value in stored.items()), stored
+
+
+@contextmanager
+def _trickler(gate: threading.Event | None = None) -> Iterator[tuple[str, list[int]]]:
+    """A receiver that reads the request, then answers one byte every 50 ms (each read well inside the
+    client's timeout), or, given ``gate``, answers nothing until it is set. Yields its URL and, per
+    connection, how many bytes it managed to send before the client went away."""
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-padding: " + b"p" * 400 + b"\r\n\r\nok"
+    sent: list[int] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            if gate is not None:
+                gate.wait(30)
+                conn.sendall(answer)
+                return
+            count = 0
+            try:
+                for byte in answer:
+                    if stop.is_set():
+                        break
+                    conn.sendall(bytes([byte]))
+                    count += 1
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            sent.append(count)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", sent
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_attempt_s_deadline(
+    deliverer: WebhookDeliverer, sessions: sessionmaker[Session]
+) -> None:
+    assert deliverer.attempt_deadline < deliverer.lease_seconds
+    with _trickler() as (base, sent):
+        delivery_id = _record(sessions, f"{base}/trickle")
+        assert deliverer.deliver(delivery_id) == "retrying"
+        [(_, status, error)] = _log(sessions, delivery_id)
+        assert status is None and "deadline" in (error or ""), error
+        for _ in range(100):  # the receiver notices the closed connection at its next byte
+            if sent:
+                break
+            time.sleep(0.05)
+    assert sent and sent[0] < 300, sent  # the whole answer would have taken 20 s
+
+
+def test_one_tenant_holds_at_most_half_the_delivery_threads(sqlite_url: str) -> None:
+    settings = load_settings(
+        database_url=sqlite_url,
+        webhook_secrets=[SECRET_A],
+        webhook_allowed_networks=["127.0.0.1/32"],
+        webhook_retry_schedule="0,0,0",
+        webhook_concurrency=4,
+    )
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    gate = threading.Event()
+    try:
+        with make_client(5.0) as client, _trickler(gate) as (slow, _), receiver() as (fast, script):
+            deliverer = WebhookDeliverer(settings, sessions, client)
+            held = [_record(sessions, f"{slow}/a{i}", tenant="noisy") for i in range(3)]
+            running = [threading.Thread(target=deliverer.deliver, args=(held[i],)) for i in range(2)]
+            for thread in running:
+                thread.start()
+            for _ in range(200):
+                if deliverer.tenant_slots.busy("noisy") == 2:
+                    break
+                time.sleep(0.02)
+            assert deliverer.tenant_slots.busy("noisy") == 2
+            assert deliverer.deliver(held[2]) == "deferred"  # its share is taken: left for the poll
+            assert _delivery(sessions, held[2]).dispatched_at is None
+            assert deliverer.deliver(_record(sessions, f"{fast}/ok", tenant="quiet")) == "succeeded"
+            assert len(script.received) == 1
+            gate.set()
+            for thread in running:
+                thread.join(10)
+            assert deliverer.deliver(held[2]) == "succeeded"
+    finally:
+        gate.set()
+        engine.dispose()

@@ -8,7 +8,7 @@ import pytest
 
 from config.errors import ConfigError
 from config.settings import load_settings
-from config.tiers import DEFAULT_TIERS_FILE, load_tiers
+from config.tiers import DEFAULT_TIERS_FILE, HARD_MAX_OUTPUT_TOKENS, load_tiers
 
 pytestmark = pytest.mark.unit
 
@@ -26,6 +26,28 @@ def test_default_tiers_cover_the_documented_models() -> None:
         assert tiers.tiers[name].queue == f"tier.{name}"
     assert tiers.tier_for("unknown-model") is None
     assert tiers.limits_for("gpt-image-1").ipm > 0  # type: ignore[union-attr]
+
+
+def test_default_chat_models_carry_their_published_sizes() -> None:
+    tiers = load_tiers(DEFAULT_TIERS_FILE)
+    for model in ("gpt-5", "gpt-4.1", "gpt-4o", "o3", "gpt-5-mini", "gpt-4.1-mini", "gpt-4o-mini"):
+        limits = tiers.limits_for(model)
+        assert limits is not None and limits.context_window and limits.max_output_tokens, model
+        assert limits.output_token_limit == limits.max_output_tokens < limits.context_window
+    embedding = tiers.limits_for("text-embedding-3-small")
+    assert embedding is not None and embedding.context_window == 8191
+
+
+def test_a_model_s_output_limit_is_its_smallest_size_and_never_above_the_hard_cap(tmp_path: Path) -> None:
+    text = (
+        "[tiers.a.models.small]\nrpm = 1\ncontext_window = 4096\nmax_output_tokens = 8192\n"
+        "[tiers.a.models.bare]\nrpm = 1\n"
+    )
+    tiers = load_tiers(_write(tmp_path, text))
+    assert tiers.limits_for("small").output_token_limit == 4096  # type: ignore[union-attr]
+    assert tiers.limits_for("bare").output_token_limit == HARD_MAX_OUTPUT_TOKENS  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="max_output_tokens"):
+        load_tiers(_write(tmp_path, "[tiers.a.models.m]\nrpm = 1\nmax_output_tokens = 0\n"))
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -101,10 +101,22 @@ class LimiterBehaviour:
         harness.assert_level(BUDGET, "tokens", 1.0)
 
     def test_oversize_cost_passes_when_full_and_leaves_debt(self, harness: Harness) -> None:
-        assert harness.limiter.acquire(BUDGET, Cost(tokens=25)) == 0.0
-        harness.assert_level(BUDGET, "tokens", -15.0)
+        assert harness.limiter.acquire(BUDGET, Cost(tokens=18)) == 0.0
+        harness.assert_level(BUDGET, "tokens", -8.0)
         wait = harness.limiter.acquire(BUDGET, Cost(tokens=1))
-        assert 1.6 - harness.slack <= wait <= 1.6
+        assert 0.9 - harness.slack <= wait <= 0.9
+
+    def test_one_admission_leaves_at_most_one_burst_of_debt(self, harness: Harness) -> None:
+        assert harness.limiter.acquire(BUDGET, Cost(tokens=2_000_000_000)) == 0.0
+        harness.assert_level(BUDGET, "tokens", -10.0)
+        wait = harness.limiter.acquire(BUDGET, Cost(tokens=1))
+        assert 1.1 - harness.slack <= wait <= 1.1
+        assert harness.limiter.acquire(BUDGET, Cost(tokens=2**63)) > 0
+
+    def test_a_charge_at_settle_leaves_at_most_one_burst_of_debt(self, harness: Harness) -> None:
+        assert harness.limiter.acquire(BUDGET, Cost(tokens=5)) == 0.0
+        harness.limiter.settle(BUDGET, Cost(tokens=5), Cost(tokens=10**15))
+        harness.assert_level(BUDGET, "tokens", -10.0)
 
     def test_oversize_cost_waits_at_most_one_refill(self, harness: Harness) -> None:
         assert harness.limiter.acquire(BUDGET, Cost(tokens=4)) == 0.0
@@ -254,9 +266,12 @@ def test_wait_seconds(
 
 
 def test_take_settle_and_lower_touch_only_limited_dimensions() -> None:
-    assert take((2.0, 10.0, 0.0), BUDGET, (1.0, 25.0, 3.0)) == (1.0, -15.0, 0.0)
+    assert take((2.0, 10.0, 0.0), BUDGET, (1.0, 18.0, 3.0)) == (1.0, -8.0, 0.0)
+    assert take((2.0, 10.0, 0.0), BUDGET, (1.0, 25.0, 3.0)) == (1.0, -10.0, 0.0)
+    assert take((2.0, -30.0, 0.0), BUDGET, (1.0, 5.0, 3.0)) == (1.0, -30.0, 0.0)  # a pause's drain stays
     assert settle_levels((1.0, 2.0, 0.0), BUDGET, (-5.0, -3.0, 7.0)) == (2.0, 5.0, 0.0)
-    assert settle_levels((1.0, 2.0, 0.0), BUDGET, (0.0, 30.0, 0.0)) == (1.0, -28.0, 0.0)
+    assert settle_levels((1.0, 2.0, 0.0), BUDGET, (0.0, 11.0, 0.0)) == (1.0, -9.0, 0.0)
+    assert settle_levels((1.0, 2.0, 0.0), BUDGET, (0.0, 30.0, 0.0)) == (1.0, -10.0, 0.0)
     assert lower((2.0, 10.0, 0.0), BUDGET, (5.0, 4.0, -1.0)) == (2.0, 4.0, 0.0)
     assert lower((2.0, 10.0, 0.0), BUDGET, (None, None, None)) == (2.0, 10.0, 0.0)
 

@@ -69,6 +69,9 @@ STUB = resolver(
         ("example.com/hook", "scheme"),
         ("http:///hook", "no host"),
         ("http://[fe80::1%25eth0]/", "characters"),
+        ("http://example.com:-1/", "port must be between 1 and 65535"),
+        ("http://example.com:0/", "port must be between 1 and 65535"),
+        ("https://example.com:99999/", "port must be between 1 and 65535"),
     ],
 )
 def test_refused_with_the_reason(url: str, fragment: str) -> None:
