@@ -54,7 +54,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 _UNAUTHENTICATED = Principal(tenant_id=DEFAULT_TENANT, scopes=ALL_SCOPES, key_id=None)
 
 
-async def authenticate(
+async def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """The caller, from its bearer key (or the default tenant when authentication is off). The key is
@@ -80,7 +80,7 @@ def _look_up(sessions: sessionmaker[Session], presented: str) -> Principal:
         return api_keys.authenticate(session, presented, now=datetime.now(UTC))
 
 
-PrincipalDep = Annotated[Principal, Depends(authenticate)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def require_scope(scope: str | Scope) -> Any:

@@ -37,9 +37,11 @@ def make_app(broker: str, *, ack_emulation: bool = True) -> Any:
 
 
 def register(app: Any, upstream: str, connections: int) -> None:
-    from workers.upstream import make_client
+    from workers.upstream import make_upstream_client
 
-    client = make_client(max_connections=connections)  # batchery's own pooled client, as a user would pick
+    client = make_upstream_client(
+        max_connections=connections
+    )  # batchery's own pooled client, as a user would pick
 
     @app.task(name=TASK)  # type: ignore[untyped-decorator]
     def call(body: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ class OutboundResponse:
     excerpt: bytes
 
 
-def make_client(timeout: float, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+def make_webhook_client(timeout: float, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """A client for user-supplied URLs: no redirects, no environment, no keep-alive."""
     if transport is None:
         transport = httpx.HTTPTransport(

@@ -27,7 +27,7 @@ from workers.limiter import RedisLimiter
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
 from workers.task_outcome import JobFailed, failure_of
-from workers.upstream import make_client
+from workers.upstream import make_upstream_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class WorkerState:
                 pool_size = self.settings.worker_db_pool_size or min(self.concurrency + 2, 64)
                 engine = make_engine(self.settings.database_url, pool_size=pool_size, pre_ping=False)
                 ping_when_idle(engine, IDLE_PING_SECONDS)
-                client = make_client(max_connections=self.settings.upstream_max_connections)
+                client = make_upstream_client(max_connections=self.settings.upstream_max_connections)
                 redis_client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
                 self._runner = JobRunner(
                     self.settings,

@@ -83,7 +83,7 @@ class UpstreamResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def make_client(*, max_connections: int) -> httpx.Client:
+def make_upstream_client(*, max_connections: int) -> httpx.Client:
     """The process's pooled client. It ignores proxy variables and never follows redirects. Its
     connections are split into small pools (``workers.sharded_transport``), so that hundreds of calls
     in flight cost no more CPU each than a few."""

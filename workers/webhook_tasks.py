@@ -28,7 +28,7 @@ from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
 from domain.webhooks import repository as webhook_repository
 from infra.celery_conf import DELIVER_WEBHOOK_TASK, WEBHOOK_QUEUE, WEBHOOK_SWEEP_TASK, send_by_name
-from workers.safe_http import make_client
+from workers.safe_http import make_webhook_client
 from workers.webhooks import WebhookDeliverer
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class WebhookWorker:
     def pool(self) -> DeliveryPool:
         with self._lock:
             if self._pool is None:
-                client = make_client(self.settings.webhook_timeout_seconds)
+                client = make_webhook_client(self.settings.webhook_timeout_seconds)
                 counters = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
                 prefix = self.settings.redis_prefix
                 deliverer = WebhookDeliverer(

@@ -62,7 +62,7 @@ class Outcome:
     retry_after: float | None = None
 
 
-def next_delay(
+def next_delivery_delay(
     schedule: Sequence[float],
     round_attempt: int,
     outcome: Outcome,
@@ -156,7 +156,9 @@ class WebhookDeliverer:
         if claim is None:
             return "skipped"
         outcome = self.attempt(claim)
-        delay = next_delay(self.settings.webhook_retry_schedule, claim.round_attempt, outcome, self.rand)
+        delay = next_delivery_delay(
+            self.settings.webhook_retry_schedule, claim.round_attempt, outcome, self.rand
+        )
         next_at = utcnow() + timedelta(seconds=delay) if delay is not None else None
         with session_scope(self.sessions) as session:
             repo.finish_attempt(

@@ -60,7 +60,7 @@ def check_job(
         problem = text_problem(webhook_url)
         if problem is not None:
             raise InvalidRequest(f"{prefix}webhook_url: {problem}", param=f"{prefix}webhook_url")
-        check_url(limits, webhook_url, param=f"{prefix}webhook_url")
+        check_url_length(limits, webhook_url, param=f"{prefix}webhook_url")
 
 
 def check_request(limits: InputLimits, request: Mapping[str, Any], *, param: str = "request") -> None:
@@ -88,10 +88,10 @@ def _check_image_urls(limits: InputLimits, message: Any, param: str) -> None:
         image = part.get("image_url") if isinstance(part, dict) else None
         url = image.get("url") if isinstance(image, dict) else None
         if isinstance(url, str) and url.startswith(("http://", "https://")):
-            check_url(limits, url, param=f"{param}.content.{index}.image_url.url")
+            check_url_length(limits, url, param=f"{param}.content.{index}.image_url.url")
 
 
-def check_url(limits: InputLimits, url: str, *, param: str) -> None:
+def check_url_length(limits: InputLimits, url: str, *, param: str) -> None:
     if len(url) > limits.max_url_length:
         raise LimitExceeded(
             f"the URL is {len(url)} characters; the limit is {limits.max_url_length}",

@@ -27,7 +27,7 @@ from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
 from workers.limiter import Budget, MemoryLimiter
 from workers.runner import JobRunner
-from workers.upstream import make_client
+from workers.upstream import make_upstream_client
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def _upstream(
         status, body = script.pop(0) if len(script) > 1 else script[0]
         return httpx.Response(status, json=body)
 
-    client = make_client(max_connections=4)
+    client = make_upstream_client(max_connections=4)
     client._transport = httpx.MockTransport(handle)
     return client
 

@@ -21,7 +21,7 @@ from domain.storage.sessions import make_engine, make_session_factory, session_s
 from domain.webhooks import events
 from domain.webhooks import repository as repo
 from tests.support.webhook_receiver import receiver
-from workers.safe_http import make_client
+from workers.safe_http import make_webhook_client
 from workers.webhooks import WebhookDeliverer
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 @pytest.fixture
 def deliverer(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[WebhookDeliverer]:
-    with make_client(settings.webhook_timeout_seconds) as client:
+    with make_webhook_client(settings.webhook_timeout_seconds) as client:
         yield WebhookDeliverer(settings, sessions, client)
 
 
@@ -179,7 +179,7 @@ def test_each_attempt_is_counted_in_the_delivery_metrics(
 
     counters = redis.Redis.from_url(redis_url)
     prefix = f"test-{id(counters)}"
-    with make_client(5.0) as client:
+    with make_webhook_client(5.0) as client:
         counted = WebhookDeliverer(
             settings,
             sessions,
@@ -272,7 +272,7 @@ def test_one_tenant_holds_at_most_half_the_delivery_threads(sqlite_url: str) -> 
     sessions = make_session_factory(engine)
     gate = threading.Event()
     try:
-        with make_client(5.0) as client, _trickler(gate) as (slow, _), receiver() as (fast, script):
+        with make_webhook_client(5.0) as client, _trickler(gate) as (slow, _), receiver() as (fast, script):
             deliverer = WebhookDeliverer(settings, sessions, client)
             held = [_record(sessions, f"{slow}/a{i}", tenant="noisy") for i in range(3)]
             running = [threading.Thread(target=deliverer.deliver, args=(held[i],)) for i in range(2)]

@@ -17,7 +17,7 @@ from domain.webhooks.repository import DeliveryClaim
 from domain.webhooks.url_safety import check_url
 from tests.factories import chat_request
 from tests.support.webhook_receiver import receiver
-from workers.safe_http import make_client, send_pinned
+from workers.safe_http import make_webhook_client, send_pinned
 from workers.webhooks import WebhookDeliverer
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_every_url_in_the_table_is_refused_and_the_canary_hears_nothing(
     port = canary.getsockname()[1]
     urls = [template.format(port=port) for template in SSRF_TABLE]
     settings = _settings(sqlite_url, redis_url)
-    with make_client(2.0) as client:
+    with make_webhook_client(2.0) as client:
         deliverer = WebhookDeliverer(settings, sessions=None, client=client)  # type: ignore[arg-type]
         for url in urls:
             outcome = deliverer.attempt(_claim(url))
@@ -123,7 +123,7 @@ def test_rebinding_to_loopback_after_the_check_connects_only_to_the_checked_addr
             settings = _settings(
                 sqlite_url, redis_url, webhook_allowed_networks=["127.0.0.2/32"], webhook_secrets=[]
             )
-            with make_client(2.0) as client:
+            with make_webhook_client(2.0) as client:
                 deliverer = WebhookDeliverer(settings, None, client, resolver=resolver)  # type: ignore[arg-type]
                 first = deliverer.attempt(_claim(f"http://rebind.test:{port}/hook"))
                 second = deliverer.attempt(_claim(f"http://rebind.test:{port}/hook"))
@@ -145,7 +145,7 @@ def test_https_keeps_host_and_sni_while_connecting_to_the_checked_public_address
 
     resolver = FlippingResolver("93.184.216.34", "127.0.0.1")
     checked = check_url("https://hooks.example.com/in", resolver=resolver)
-    with make_client(2.0, transport=httpx.MockTransport(transport)) as client:
+    with make_webhook_client(2.0, transport=httpx.MockTransport(transport)) as client:
         response = send_pinned(client, checked, "POST", {"content-type": "application/json"}, b"{}")
     assert response.status_code == 204 and resolver.calls == 1
     [request] = seen

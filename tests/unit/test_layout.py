@@ -144,7 +144,7 @@ def _public_vocabulary(path: Path) -> Iterator[str]:
             name = node.targets[0].id
         else:
             continue
-        if not name.startswith("_"):
+        if not name.startswith("_") and len(name) > 1:  # one-letter names are type variables
             yield name
 
 

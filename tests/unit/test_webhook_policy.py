@@ -11,7 +11,7 @@ import pytest
 from domain.storage.models import Job
 from domain.webhooks.events import encode_payload, job_event_data
 from domain.webhooks.repository import AttemptRecord
-from workers.webhooks import Outcome, next_delay, outcome_of
+from workers.webhooks import Outcome, next_delivery_delay, outcome_of
 
 pytestmark = pytest.mark.unit
 
@@ -51,24 +51,24 @@ def test_answers_are_classified(
 
 def test_the_schedule_gives_the_delay_before_each_next_attempt() -> None:
     failed = Outcome(RECORD)
-    delays = [next_delay(SCHEDULE, attempt, failed, no_jitter) for attempt in range(1, 5)]
+    delays = [next_delivery_delay(SCHEDULE, attempt, failed, no_jitter) for attempt in range(1, 5)]
     assert delays == [5.0, 300.0, 1800.0, None]  # four attempts in all: at once, then 5 s, 5 min, 30 min
 
 
 def test_jitter_adds_at_most_ten_percent() -> None:
-    assert next_delay(SCHEDULE, 2, Outcome(RECORD), full_jitter) == pytest.approx(330.0)
+    assert next_delivery_delay(SCHEDULE, 2, Outcome(RECORD), full_jitter) == pytest.approx(330.0)
 
 
 def test_retry_after_wins_when_longer_and_is_capped() -> None:
-    assert next_delay(SCHEDULE, 1, Outcome(RECORD, retry_after=60.0), no_jitter) == 60.0
-    assert next_delay(SCHEDULE, 2, Outcome(RECORD, retry_after=1.0), no_jitter) == 300.0
-    assert next_delay(SCHEDULE, 1, Outcome(RECORD, retry_after=10**9), no_jitter) == 24 * 3600.0
-    assert next_delay(SCHEDULE, 4, Outcome(RECORD, retry_after=1.0), no_jitter) is None
+    assert next_delivery_delay(SCHEDULE, 1, Outcome(RECORD, retry_after=60.0), no_jitter) == 60.0
+    assert next_delivery_delay(SCHEDULE, 2, Outcome(RECORD, retry_after=1.0), no_jitter) == 300.0
+    assert next_delivery_delay(SCHEDULE, 1, Outcome(RECORD, retry_after=10**9), no_jitter) == 24 * 3600.0
+    assert next_delivery_delay(SCHEDULE, 4, Outcome(RECORD, retry_after=1.0), no_jitter) is None
 
 
 def test_success_and_gone_stop() -> None:
-    assert next_delay(SCHEDULE, 1, Outcome(RECORD, succeeded=True, may_retry=False)) is None
-    assert next_delay(SCHEDULE, 1, Outcome(RECORD, may_retry=False)) is None
+    assert next_delivery_delay(SCHEDULE, 1, Outcome(RECORD, succeeded=True, may_retry=False)) is None
+    assert next_delivery_delay(SCHEDULE, 1, Outcome(RECORD, may_retry=False)) is None
 
 
 def _job(**values: Any) -> Job:
