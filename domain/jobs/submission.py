@@ -7,7 +7,8 @@
 2. the OpenAI request body for the job's kind (``domain.jobs.schemas.validate_body``); the model name
    is stripped of surrounding spaces, and the stored (and forwarded) request carries that name;
 3. the configured input limits: messages, metadata size, URL lengths (``domain.jobs.input_limits``);
-4. the webhook URL: public, resolvable, and webhooks configured (``domain.webhooks.url_safety``);
+4. the webhook URL: public, resolvable, and webhooks configured (the check the caller hands in,
+   ``domain.webhooks.url_safety`` for the API);
 5. the tier that serves the model (422 ``unknown_model`` naming the known models);
 6. the output tokens asked for, within the model's limits (``domain.jobs.token_bounds``);
 
@@ -42,7 +43,6 @@ from domain.jobs.schemas import JobCreate, validate_body, with_model
 from domain.jobs.token_bounds import check_output_tokens, stored_estimate
 from domain.tenancy.fair_share import window_size
 from domain.tokens.estimates import estimate_cost
-from domain.webhooks.url_safety import check_webhook_url
 
 WebhookCheck = Callable[[str, Settings], object]
 """``check(url, settings)``: raises ``InvalidWebhookUrl`` when jobs may not call ``url`` back."""
@@ -63,7 +63,7 @@ class Submission:
     """Checks submitted jobs for one request and builds what the repository stores."""
 
     def __init__(
-        self, settings: Settings, *, tenant_id: str, check_webhook: WebhookCheck = check_webhook_url
+        self, settings: Settings, *, tenant_id: str, check_webhook: WebhookCheck
     ) -> None:
         self.settings = settings
         self.tenant_id = tenant_id
