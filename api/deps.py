@@ -8,7 +8,7 @@ a worker thread only when it holds a transaction."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import PrincipalDep
 from api.enqueue import Enqueuer
 from config.settings import Settings
+from domain.metrics.job_counters import JobCounters
 from domain.storage.sessions import end_session, needs_ending, raise_if_outage
 
 
@@ -61,3 +62,23 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+async def get_job_counters(request: Request) -> JobCounters:
+    """The app's counters, made on first use; buffered, flushed by ``/metrics`` and at shutdown."""
+    state = request.app.state
+    counters: JobCounters | None = getattr(state, "job_counters", None)
+    if counters is None:
+        counters = JobCounters(state.redis, state.settings, buffered=True)
+        state.job_counters = counters
+    return counters
+
+
+def flush_job_counters(state: Any) -> None:
+    """Send what this process counted and has not written yet (``state`` is the app's state)."""
+    counters: JobCounters | None = getattr(state, "job_counters", None)
+    if counters is not None:
+        counters.flush()
+
+
+JobCountersDep = Annotated[JobCounters, Depends(get_job_counters)]

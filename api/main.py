@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
+from api.deps import flush_job_counters
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
-from api.job_counters import flush_job_counters
 from api.request_limits import REFUSALS, RequestTargetMiddleware
 from api.routes import batches, files, health, jobs, jobs_bulk, webhooks
 from api.routes import metrics as metrics_routes

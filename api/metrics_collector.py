@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 
 from config.tiers import TierConfig
 from domain.metrics import catalog
-from domain.metrics.live_counts import TierCounts
 from domain.metrics.store import MetricStore
+from domain.metrics.tier_counts import TierCounts
 from domain.status import JobStatus
 
 

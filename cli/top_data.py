@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.tiers import TierConfig
 from domain.metrics.catalog import MetricLabels
-from domain.metrics.live_counts import tier_counts
 from domain.metrics.store import MetricStore
+from domain.metrics.tier_counts import tier_counts
 from domain.status import JobStatus
 from domain.storage.sessions import session_scope
 from workers.limiter import Budget, Limiter

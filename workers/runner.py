@@ -33,7 +33,7 @@ from domain.storage.pg_pool import autocommit_engine
 from domain.storage.sessions import connection_scope, session_scope
 from domain.tokens.estimates import Cost, actual_cost, estimate_cost, usage_columns
 from domain.webhooks import events
-from workers import job_metrics, upstream
+from workers import run_metrics, upstream
 from workers.db_retry import retry_unavailable
 from workers.learned_limits import LearnedLimits
 from workers.limiter import Budget, Limiter, LimiterTimeout
@@ -154,7 +154,7 @@ class JobRunner:
                 "job skipped: already claimed or finished", extra={"job_id": job_id, "outcome": "skipped"}
             )
             return "skipped"
-        job_metrics.note_claim(claim)
+        run_metrics.note_claim(claim)
         tier = self.settings.tiers.tiers[claim.tier]
         if claim.attempt > tier.max_attempts:
             stored = self._write(
@@ -207,7 +207,7 @@ class JobRunner:
         except upstream.UpstreamError as error:
             return self._store_failure(claim, error, progress)
         columns = usage_columns(claim.kind, response.body.get("usage"), images=_image_count(response.body))
-        job_metrics.note_usage(columns)
+        run_metrics.note_usage(columns)
         stored = self._write(
             repository.complete,
             claim,
@@ -235,7 +235,7 @@ class JobRunner:
         """Before sleeping for a retry: log the attempt and count the next one on the held lease, or stop
         if the lease is gone (or a cancel was requested)."""
         error = state.outcome.exception() if state.outcome else None
-        job_metrics.note_retry(error)
+        run_metrics.note_retry(error)
         wait = state.next_action.sleep if state.next_action is not None else None
         failed = self._attempt(claim, progress, AttemptOutcome.failed, error=error)
         progress.last_attempt = failed
@@ -286,7 +286,7 @@ class JobRunner:
                 budget, cost, max_wait=self.max_limiter_wait, sleep=self.sleep
             )
             progress.limiter_wait += waited
-            job_metrics.note_limiter_wait(waited)
+            run_metrics.note_limiter_wait(waited)
         path = _upstream_path(claim.kind)
         progress.calls += 1
         progress.call_started = utcnow()
@@ -294,10 +294,10 @@ class JobRunner:
         try:
             response = upstream.call(self.client, provider, path, claim.request, timeout=tier.timeout_seconds)
         except upstream.UpstreamError as error:
-            job_metrics.note_upstream(time.monotonic() - sent, error)
+            run_metrics.note_upstream(time.monotonic() - sent, error)
             self._after_failure(claim, tier, budget, cost, error)
             raise
-        job_metrics.note_upstream(time.monotonic() - sent)
+        run_metrics.note_upstream(time.monotonic() - sent)
         if budget is not None and self.limiter is not None:
             if tier.token_accounting == "usage":
                 usage = response.body.get("usage")

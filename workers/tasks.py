@@ -22,8 +22,8 @@ from domain.storage.sessions import make_engine, make_session_factory, session_s
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
-from workers.job_metrics import JobMetrics
 from workers.limiter import RedisLimiter
+from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
 from workers.task_outcome import JobFailed, failure_of

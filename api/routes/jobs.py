@@ -9,10 +9,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
 from api.examples import JOB_EXAMPLES
-from api.job_counters import JobCountersDep
 from api.presenters import attempts_out, job_out
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep

@@ -11,13 +11,12 @@ import redis
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from api.deps import SessionDep, SettingsDep
-from api.job_counters import flush_job_counters
+from api.deps import SessionDep, SettingsDep, flush_job_counters
 from api.metrics_collector import BatcheryCollector
 from domain.errors import Unavailable
 from domain.jobs.schemas import ErrorBody
-from domain.metrics.live_counts import tier_counts
 from domain.metrics.store import MetricStore
+from domain.metrics.tier_counts import tier_counts
 
 router = APIRouter(tags=["health"])
 

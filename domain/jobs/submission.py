@@ -62,9 +62,7 @@ class ItemError:
 class Submission:
     """Checks submitted jobs for one request and builds what the repository stores."""
 
-    def __init__(
-        self, settings: Settings, *, tenant_id: str, check_webhook: WebhookCheck
-    ) -> None:
+    def __init__(self, settings: Settings, *, tenant_id: str, check_webhook: WebhookCheck) -> None:
         self.settings = settings
         self.tenant_id = tenant_id
         self.limits = InputLimits.from_settings(settings)

@@ -15,7 +15,7 @@ from domain.metrics import catalog
 from domain.metrics.store import SEP, MetricBatch
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
-from workers.job_metrics import JobMetrics
+from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 
 pytestmark = pytest.mark.integration

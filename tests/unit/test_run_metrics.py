@@ -13,8 +13,8 @@ from domain.jobs.repository import Claim
 from domain.metrics import catalog
 from domain.metrics.store import SEP, MetricBatch
 from domain.tokens.estimates import UsageColumns
-from workers import job_metrics, upstream
-from workers.job_metrics import JobMetrics, upstream_outcome
+from workers import run_metrics, upstream
+from workers.run_metrics import JobMetrics, upstream_outcome
 
 pytestmark = pytest.mark.unit
 
@@ -84,13 +84,13 @@ def test_a_run_that_was_retried_after_a_429_counts_every_call_retry_wait_token_a
     metrics, store, clock = _metrics()
 
     def run(job_id: str) -> str:
-        job_metrics.note_claim(_claim())
-        job_metrics.note_limiter_wait(0.0)
-        job_metrics.note_upstream(0.2, _http_error(429))
-        job_metrics.note_retry(_http_error(429))
-        job_metrics.note_limiter_wait(0.3)
-        job_metrics.note_upstream(1.5)
-        job_metrics.note_usage(UsageColumns(1000, 500, 1500, 200, 0, 0))
+        run_metrics.note_claim(_claim())
+        run_metrics.note_limiter_wait(0.0)
+        run_metrics.note_upstream(0.2, _http_error(429))
+        run_metrics.note_retry(_http_error(429))
+        run_metrics.note_limiter_wait(0.3)
+        run_metrics.note_upstream(1.5)
+        run_metrics.note_usage(UsageColumns(1000, 500, 1500, 200, 0, 0))
         clock.now += 2.0
         return "succeeded"
 
@@ -124,10 +124,10 @@ def test_the_job_line_carries_id_tier_model_attempt_and_latency(caplog: pytest.L
     metrics, _store, clock = _metrics()
 
     def run(job_id: str) -> str:
-        job_metrics.note_claim(_claim(attempt=2))
-        job_metrics.note_upstream(0.1, upstream.UpstreamTimeout())
-        job_metrics.note_retry(upstream.UpstreamTimeout())
-        job_metrics.note_upstream(0.4)
+        run_metrics.note_claim(_claim(attempt=2))
+        run_metrics.note_upstream(0.1, upstream.UpstreamTimeout())
+        run_metrics.note_retry(upstream.UpstreamTimeout())
+        run_metrics.note_upstream(0.4)
         clock.now += 0.75
         return "succeeded"
 
@@ -152,7 +152,7 @@ def test_a_run_that_raises_counts_as_an_interrupted_run_and_the_error_goes_on() 
     metrics, store, _clock = _metrics()
 
     def run(job_id: str) -> str:
-        job_metrics.note_claim(_claim())
+        run_metrics.note_claim(_claim())
         raise RuntimeError("database gone")
 
     with pytest.raises(RuntimeError):
@@ -163,7 +163,7 @@ def test_a_run_that_raises_counts_as_an_interrupted_run_and_the_error_goes_on() 
 
 def test_a_run_that_claimed_nothing_writes_nothing_and_hooks_outside_a_run_do_nothing() -> None:
     metrics, store, _clock = _metrics()
-    job_metrics.note_upstream(1.0)  # no trace open: ignored
+    run_metrics.note_upstream(1.0)  # no trace open: ignored
 
     assert metrics.run("job_1", lambda job_id: "skipped") == "skipped"
     assert store.batches == []
@@ -173,8 +173,8 @@ def test_unknown_models_and_tiers_collapse_to_one_label() -> None:
     metrics, store, _clock = _metrics()
 
     def run(job_id: str) -> str:
-        job_metrics.note_claim(_claim(model="someone-elses-model", tier="gone"))
-        job_metrics.note_upstream(0.1)
+        run_metrics.note_claim(_claim(model="someone-elses-model", tier="gone"))
+        run_metrics.note_upstream(0.1)
         return "failed"
 
     metrics.run("job_1", run)
