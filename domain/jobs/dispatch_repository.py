@@ -30,6 +30,8 @@ from sqlalchemy import String, Table, any_, bindparam, func, select, text, updat
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from domain.leases import lease
+from domain.leases.tables import JOB_LEASES
 from domain.status import JobStatus
 from domain.storage.models import BACKLOG_PREDICATE, IN_FLIGHT_PREDICATE, RUNNING_PREDICATE, Job
 from domain.tenancy.fair_share import Candidate, Lane
@@ -235,7 +237,7 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
     Returns how many changed, and the ids that ended cancelled (their terminal event is due)."""
     query = (
         select(Job.id, Job.cancel_requested_at)
-        .where(Job.tier == tier, RUNNING, Job.lease_expires_at < now)
+        .where(Job.tier == tier, RUNNING, lease.is_expired(JOB_LEASES, now))
         .order_by(Job.lease_expires_at)
         .limit(limit)
     )
@@ -244,10 +246,10 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
     rows = list(session.execute(query))
     if not rows:
         return 0, []
-    still_expired = (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now)
+    still_expired = (Job.status == JobStatus.running.value) & lease.is_expired(JOB_LEASES, now)
     cancelled = [job_id for job_id, cancel in rows if cancel is not None]
     requeued = [job_id for job_id, cancel in rows if cancel is None]
-    released = {"lease_owner": None, "lease_expires_at": None}
+    released = lease.released(JOB_LEASES)
     done = 0
     ended: list[str] = []
     if cancelled:
@@ -274,6 +276,6 @@ def release_owned(session: Session, worker_id: str) -> int:
     result = session.execute(
         update(Job)
         .where(RUNNING, Job.lease_owner.startswith(f"{worker_id}:", autoescape=True))
-        .values(status=JobStatus.queued.value, dispatched_at=None, lease_owner=None, lease_expires_at=None)
+        .values(status=JobStatus.queued.value, dispatched_at=None, **lease.released(JOB_LEASES))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

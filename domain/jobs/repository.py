@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, case, or_, select, update
@@ -24,6 +24,8 @@ from domain.ids import job_id
 from domain.jobs import attempts as attempt_log
 from domain.jobs.attempts import AttemptRecord
 from domain.jobs.completion_sql import COMPLETE_AND_LOG, log_params
+from domain.leases import lease
+from domain.leases.tables import JOB_LEASES
 from domain.redaction import redact, redact_value
 from domain.status import JobStatus
 from domain.storage.models import DEFAULT_TENANT, Job, utcnow
@@ -206,7 +208,7 @@ def claim_values(
         "claim_id": job_id_,
         "claim_now": now,
         "claim_token": token or new_lease_token(owner),
-        "claim_until": now + timedelta(seconds=lease_seconds),
+        "claim_until": lease.until(now, lease_seconds),
     }
 
 
@@ -242,7 +244,7 @@ CLAIM = (
             and_(
                 _JOBS.c.status == JobStatus.running.value,
                 or_(
-                    _JOBS.c.lease_expires_at < bindparam("claim_now"),
+                    lease.is_expired(JOB_LEASES, bindparam("claim_now")),
                     # the same claim again: its answer was lost on the way (a connection cut), and the
                     # retry with the same token takes the lease it already holds, counting no attempt
                     _JOBS.c.lease_owner == bindparam("claim_token"),
@@ -253,8 +255,7 @@ CLAIM = (
     )
     .values(
         status=JobStatus.running.value,
-        lease_owner=bindparam("claim_token"),
-        lease_expires_at=bindparam("claim_until"),
+        **lease.taken(JOB_LEASES, bindparam("claim_until"), bindparam("claim_token")),
         attempts=case(
             (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
         ),
@@ -275,7 +276,7 @@ _COMPLETE = (
     update(_JOBS)
     .where(
         _JOBS.c.id == bindparam("fence_id"),
-        _JOBS.c.lease_owner == bindparam("fence_token"),
+        lease.held_by(JOB_LEASES, bindparam("fence_token")),
         _JOBS.c.status == JobStatus.running.value,
     )
     .values(
@@ -293,8 +294,7 @@ _COMPLETE = (
         reasoning_tokens=bindparam("done_reasoning_tokens"),
         images=bindparam("done_images"),
         limiter_wait_ms=_JOBS.c.limiter_wait_ms + bindparam("done_wait_ms"),
-        lease_owner=None,
-        lease_expires_at=None,
+        **lease.released(JOB_LEASES),
         finished_at=bindparam("done_at"),
     )
     .returning(_JOBS.c.status)
@@ -304,7 +304,7 @@ _COMPLETE = (
 def _fenced(claim_: Claim) -> Any:
     return and_(
         Job.id == claim_.job_id,
-        Job.lease_owner == claim_.token,
+        lease.held_by(JOB_LEASES, claim_.token),
         Job.status == JobStatus.running.value,
     )
 
@@ -316,10 +316,16 @@ def start_retry(session: Session, claim_: Claim, *, lease_seconds: float) -> boo
         .where(_fenced(claim_), Job.cancel_requested_at.is_(None))
         .values(
             attempts=Job.attempts + 1,
-            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+            lease_expires_at=lease.until(utcnow(), lease_seconds),
         )
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def cancel_requested(session: Session, claim_: Claim) -> bool:
+    """Whether the job was told to cancel, or its lease is no longer the claim's."""
+    row = session.execute(select(Job.cancel_requested_at).where(_fenced(claim_))).one_or_none()
+    return row is None or row[0] is not None
 
 
 def complete(
@@ -402,8 +408,7 @@ def fail(
             error_status=status_code,
             result=redact_value(body) if body is not None else None,
             limiter_wait_ms=Job.limiter_wait_ms + limiter_wait_ms,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             finished_at=utcnow(),
         )
         .returning(Job.status)
@@ -420,8 +425,7 @@ def release(session: Session, claim_: Claim, *, undo_attempt: bool = False) -> b
         .values(
             attempts=Job.attempts - 1 if undo_attempt else Job.attempts,
             status=JobStatus.queued.value,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             dispatched_at=None,
         )
     )
@@ -435,8 +439,7 @@ def end_cancelled(session: Session, claim_: Claim) -> bool:
         .where(_fenced(claim_))
         .values(
             status=JobStatus.cancelled.value,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             finished_at=utcnow(),
         )
     )

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 
 from domain.errors import Conflict, NotFound
 from domain.ids import new_id
+from domain.leases import lease
+from domain.leases.tables import DELIVERY_LEASES
 from domain.storage.models import WebhookAttempt, WebhookDelivery, utcnow
 
 MAX_ERROR_CHARS = 1000
@@ -104,7 +106,7 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     return and_(
         WebhookDelivery.status == DeliveryStatus.pending.value,
         WebhookDelivery.next_attempt_at <= now,
-        or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+        lease.is_free(DELIVERY_LEASES, now),
     )
 
 
@@ -118,7 +120,7 @@ def claim_delivery(
         .where(WebhookDelivery.id == delivery_id, _claimable(now))
         .execution_options(synchronize_session=False)
         .values(
-            locked_until=now + timedelta(seconds=lease_seconds),
+            **lease.taken(DELIVERY_LEASES, lease.until(now, lease_seconds)),
             attempt_count=WebhookDelivery.attempt_count + 1,
             round_attempts=WebhookDelivery.round_attempts + 1,
             updated_at=now,
@@ -178,7 +180,7 @@ def finish_attempt(
         .values(
             status=status.value,
             next_attempt_at=next_at,
-            locked_until=None,
+            **lease.released(DELIVERY_LEASES),
             dispatched_at=None,
             last_status_code=record.status_code,
             last_error=error,
@@ -256,7 +258,7 @@ def redeliver(
     Refused while an attempt is in flight. The caller sends the id after committing."""
     now = now or utcnow()
     delivery = get_delivery(session, tenant_id=tenant_id, subject_id=subject_id, delivery_id=delivery_id)
-    idle = or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now)
+    idle = lease.is_free(DELIVERY_LEASES, now)
     done = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery.id, idle)
@@ -265,7 +267,7 @@ def redeliver(
             status=DeliveryStatus.pending.value,
             round_attempts=0,
             next_attempt_at=now,
-            locked_until=None,
+            **lease.released(DELIVERY_LEASES),
             dispatched_at=now,
             updated_at=now,
         )
