@@ -29,6 +29,8 @@ from domain.jobs.attempts import AttemptOutcome, AttemptRecord
 from domain.jobs.repository import Claim
 from domain.leases.keeper import LeaseKeeper
 from domain.leases.tables import JOB_LEASES
+from domain.storage.dialect import dialect_of
+from domain.storage.direct import DirectStatement
 from domain.storage.models import utcnow
 from domain.storage.sessions import autocommit, connection_scope, session_scope
 from domain.tokens.estimates import usage_columns
@@ -85,6 +87,10 @@ class JobRunner:
         # bookkeeping or BEGIN and COMMIT
         engine = cast(Engine, sessions.kw["bind"])
         self._autocommit = autocommit(engine)
+        # on PostgreSQL, the claim and a plain completion run on the driver (``domain.storage.direct``)
+        direct = dialect_of(engine).direct_statements
+        self._claim_direct = DirectStatement(repository.CLAIM, engine) if direct else None
+        self._complete_direct = DirectStatement(repository.COMPLETE_AND_LOG, engine) if direct else None
         self.caller = UpstreamCaller(
             settings, client, limiter, sleep=sleep, max_limiter_wait=max_limiter_wait, stopping=stopping
         )
@@ -142,13 +148,18 @@ class JobRunner:
 
     def _claim(self, job_id: str, token: str) -> Claim | None:
         """Claim the job; an earlier attempt that left no log row is logged as lost (its worker died)."""
+        lease = self.settings.lease_seconds
+        if self._claim_direct is not None:
+            values = repository.claim_values(job_id, owner=self.worker_id, lease_seconds=lease, token=token)
+            row = self._claim_direct.fetch_one(values)
+            claim = repository.claim_from_row(values, row) if row is not None else None
+            if claim is not None and claim.attempt > 1:
+                with connection_scope(self._autocommit) as connection:
+                    attempt_log.record_lost_if_missing(connection, job_id, claim.attempt - 1)
+            return claim
         with connection_scope(self._autocommit) as connection:
             claim = repository.claim(
-                connection,
-                job_id,
-                owner=self.worker_id,
-                lease_seconds=self.settings.lease_seconds,
-                token=token,
+                connection, job_id, owner=self.worker_id, lease_seconds=lease, token=token
             )
             if claim is not None and claim.attempt > 1:
                 attempt_log.record_lost_if_missing(connection, job_id, claim.attempt - 1)
@@ -292,8 +303,17 @@ class JobRunner:
             log.warning("lease lost: nothing stored", extra={"job_id": claim.job_id, "outcome": "lease_lost"})
             return cast(_Written, None)
         logs_attempt_itself = operation is repository.complete  # in one statement on Postgres
+        # a completion with no webhook event to record is one statement: it needs no session
+        alone = logs_attempt_itself and not claim.has_webhook
 
         def write() -> tuple[_Written, str | None]:
+            if alone and self._complete_direct is not None and attempt is not None:
+                params = {**repository.complete_values(claim, **values), **repository.log_values(attempt)}
+                row = self._complete_direct.fetch_one(params)
+                return cast(_Written, repository.stored_status(row.status if row is not None else None)), None
+            if alone:
+                with connection_scope(self._autocommit) as connection:
+                    return operation(connection, claim, attempt=attempt, **values), None
             delivery: str | None = None
             with session_scope(self.sessions) as session:
                 if logs_attempt_itself:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES
 from domain.status import JobStatus
+from domain.storage.dialect import dialect_of
 from domain.storage.models import BACKLOG_PREDICATE, IN_FLIGHT_PREDICATE, RUNNING_PREDICATE, Job
 from domain.tenancy.fair_share import Candidate, Lane
 
@@ -75,17 +76,13 @@ _NEXT_BATCHES = text(
 )
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def try_lock_tier(session: Session, tier: str) -> bool:
     """Take the tier's dispatch lock for this transaction; False when another dispatcher holds it.
 
     PostgreSQL: an advisory lock. SQLite: a write that changes nothing takes the database's write lock
     now, so the round's reads and writes see one state (SQLite has one writer; a second dispatcher waits).
     """
-    if not is_postgres(session):
+    if not dialect_of(session).row_locks:
         session.execute(text("UPDATE jobs SET priority = priority WHERE 1 = 0"))
         return True
     key = f"batchery.dispatch:{tier}"
@@ -167,7 +164,7 @@ def take(session: Session, job_ids: Sequence[str], now: datetime) -> list[str]:
     for a later round instead of waited for."""
     if not job_ids:
         return []
-    if is_postgres(session):
+    if dialect_of(session).row_locks:
         rows = session.execute(_TAKE_PG, {"take_ids": list(job_ids), "take_now": now})
     else:
         rows = session.execute(
@@ -216,8 +213,7 @@ def resend_stale(
         .order_by(Job.dispatched_at)
         .limit(limit)
     )
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     ids = [row[0] for row in session.execute(query)]
     if not ids:
         return []
@@ -241,8 +237,7 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
         .order_by(Job.lease_expires_at)
         .limit(limit)
     )
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     rows = list(session.execute(query))
     if not rows:
         return 0, []

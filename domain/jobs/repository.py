@@ -23,13 +23,13 @@ from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.jobs import attempts as attempt_log
 from domain.jobs.attempts import AttemptRecord
-from domain.jobs.completion_sql import COMPLETE_AND_LOG, log_params
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES
 from domain.redaction import redact, redact_value
 from domain.status import JobStatus
-from domain.storage.models import DEFAULT_TENANT, Job, utcnow
-from domain.storage.sessions import Executor, dialect_name
+from domain.storage.dialect import POSTGRESQL, dialect_of
+from domain.storage.models import DEFAULT_TENANT, Job, JobAttempt, utcnow
+from domain.storage.sessions import Executor
 from domain.tokens.estimates import UsageColumns
 
 
@@ -260,6 +260,7 @@ CLAIM = (
             (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
         ),
         started_at=bindparam("claim_now"),
+        updated_at=bindparam("claim_now"),
     )
     .returning(
         _JOBS.c.attempts,
@@ -296,9 +297,43 @@ _COMPLETE = (
         limiter_wait_ms=_JOBS.c.limiter_wait_ms + bindparam("done_wait_ms"),
         **lease.released(JOB_LEASES),
         finished_at=bindparam("done_at"),
+        updated_at=bindparam("done_at"),
     )
     .returning(_JOBS.c.status)
 )
+
+
+_ATTEMPTS = cast(Table, JobAttempt.__table__)
+_LOGGED_COLUMNS = (
+    "number",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "status_code",
+    "error_type",
+    "error",
+    "wait_before_next_seconds",
+)
+
+
+def _complete_and_log() -> Any:
+    """The completion feeding the attempt-log INSERT in one statement (a data-modifying CTE): the row is
+    logged exactly when the fenced write landed. Answers the status stored, or no row."""
+    done = _COMPLETE.returning(_JOBS.c.id).cte("done")
+    row = select(
+        done.c.id,
+        *(bindparam(f"log_{name}", type_=_ATTEMPTS.c[name].type) for name in _LOGGED_COLUMNS),
+    )
+    logged = (
+        POSTGRESQL.insert(_ATTEMPTS)
+        .from_select(["job_id", *_LOGGED_COLUMNS], row)
+        .on_conflict_do_nothing(index_elements=["job_id", "number"])
+        .cte("logged")
+    )
+    return select(done.c.status).add_cte(logged)
+
+
+COMPLETE_AND_LOG = _complete_and_log()
 
 
 def _fenced(claim_: Claim) -> Any:
@@ -340,13 +375,14 @@ def complete(
 ) -> JobStatus | None:
     """Store a success; only the lease holder can. A cancel requested meanwhile wins: the result is kept
     but the job ends cancelled. Answers the status stored (``succeeded`` or ``cancelled``), or ``None``
-    when the lease was lost and nothing was written. ``attempt`` is logged with it, atomically (in one
-    statement on PostgreSQL, ``domain.jobs.completion_sql``), and only when the write landed."""
+    when the lease was lost and nothing was written. ``attempt`` is logged with it, atomically, and only
+    when the write landed: where the database has writable CTEs, in the same statement
+    (``COMPLETE_AND_LOG``)."""
     params = complete_values(
         claim_, result=result, usage=usage, columns=columns, limiter_wait_ms=limiter_wait_ms
     )
-    if attempt is not None and dialect_name(session) == "postgresql":
-        return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_params(attempt)}))
+    if attempt is not None and dialect_of(session).writable_ctes:
+        return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_values(attempt)}))
     stored = stored_status(session.scalar(_COMPLETE, params))
     if stored is not None and attempt is not None:
         attempt_log.record(session, claim_.job_id, attempt)
@@ -361,7 +397,7 @@ def complete_values(
     columns: UsageColumns,
     limiter_wait_ms: int,
 ) -> dict[str, Any]:
-    """The parameters of the completion (``COMPLETE_AND_LOG`` adds the attempt's, ``log_params``)."""
+    """The parameters of the completion (``COMPLETE_AND_LOG`` adds the attempt's)."""
     return {
         "fence_id": claim_.job_id,
         "fence_token": claim_.token,
@@ -376,6 +412,11 @@ def complete_values(
         "done_wait_ms": limiter_wait_ms,
         "done_at": utcnow(),
     }
+
+
+def log_values(attempt: AttemptRecord) -> dict[str, Any]:
+    """The parameters ``COMPLETE_AND_LOG`` adds to the completion's: the attempt's log row."""
+    return {f"log_{name}": value for name, value in attempt_log.row_values(attempt).items()}
 
 
 def stored_status(value: str | None) -> JobStatus | None:

@@ -49,14 +49,14 @@ def make_engine(
         **kwargs,
     )
     if idle_ping:
-        _ping_when_idle(engine, IDLE_PING_SECONDS)
+        ping_when_idle(engine, IDLE_PING_SECONDS)
     return engine
 
 
 _CHECKED_IN = "batchery_checked_in"
 
 
-def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """Ping a connection at checkout when it was idle ``idle_seconds`` or more; a dead one is replaced
     (the pool retries the checkout with a new connection)."""
 

@@ -25,6 +25,7 @@ from domain.errors import Conflict, NotFound
 from domain.ids import new_id
 from domain.leases import lease
 from domain.leases.tables import DELIVERY_LEASES
+from domain.storage.dialect import dialect_of
 from domain.storage.models import WebhookAttempt, WebhookDelivery, utcnow
 
 MAX_ERROR_CHARS = 1000
@@ -204,8 +205,7 @@ def due_for_dispatch(
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     ids = list(session.scalars(query))
     if ids:
         session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(dispatched_at=now))
