@@ -134,10 +134,11 @@ def _child(mode: str, url: str, ids: list[str]) -> None:
             assert stored is not None
         return
     if mode == "direct":
+        from domain.jobs import statements  # type: ignore[attr-defined,unused-ignore]
         from domain.storage.direct import DirectStatement  # type: ignore[import-not-found,unused-ignore]
 
-        claim_direct = DirectStatement(repository.CLAIM, engine)
-        complete_direct = DirectStatement(repository.COMPLETE_AND_LOG, engine)
+        claim_direct = DirectStatement(statements.CLAIM, engine)
+        complete_direct = DirectStatement(statements.COMPLETE_AND_LOG, engine)
         for job_id in ids:
             values = repository.claim_values(job_id, owner="bench", lease_seconds=60)
             claimed = repository.claim_from_row(values, claim_direct.fetch_one(values))

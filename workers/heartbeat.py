@@ -25,6 +25,8 @@ from domain.storage.sessions import Executor, session_scope
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 1.0
+
 
 class Heartbeat:
     """Renews ``keeper``'s leases every ``interval`` seconds on a daemon thread, until ``stop()``."""
@@ -63,8 +65,15 @@ class Heartbeat:
         """One round; answers how many leases were renewed."""
         return self.keeper.renew_all(self._connect, now=self._now(), seconds=self.lease_seconds)
 
+    def _next_wait(self) -> float:
+        return min(self.interval, RETRY_SECONDS) if self.keeper.failing else self.interval
+
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # while renewals fail, try every second: the leases are renewed, and new work taken, as soon
+        # as the database answers again
+        while not self._stop.wait(
+            min(self.interval, RETRY_SECONDS) if self.keeper.failing else self.interval
+        ):
             try:
                 self.beat()
             except Unavailable:

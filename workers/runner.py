@@ -24,7 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception
 from config.settings import Settings
 from config.tiers import Tier
 from domain.jobs import attempts as attempt_log
-from domain.jobs import repository
+from domain.jobs import repository, statements
 from domain.jobs.attempts import AttemptOutcome, AttemptRecord
 from domain.jobs.repository import Claim
 from domain.leases.keeper import LeaseKeeper
@@ -89,8 +89,8 @@ class JobRunner:
         self._autocommit = autocommit(engine)
         # on PostgreSQL, the claim and a plain completion run on the driver (``domain.storage.direct``)
         direct = dialect_of(engine).direct_statements
-        self._claim_direct = DirectStatement(repository.CLAIM, engine) if direct else None
-        self._complete_direct = DirectStatement(repository.COMPLETE_AND_LOG, engine) if direct else None
+        self._claim_direct = DirectStatement(statements.CLAIM, engine) if direct else None
+        self._complete_direct = DirectStatement(statements.COMPLETE_AND_LOG, engine) if direct else None
         self.caller = UpstreamCaller(
             settings, client, limiter, sleep=sleep, max_limiter_wait=max_limiter_wait, stopping=stopping
         )

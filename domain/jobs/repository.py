@@ -13,9 +13,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,12 +23,13 @@ from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.jobs import attempts as attempt_log
 from domain.jobs.attempts import AttemptRecord
+from domain.jobs.statements import CLAIM, COMPLETE, COMPLETE_AND_LOG
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES
 from domain.redaction import redact, redact_value
 from domain.status import JobStatus
-from domain.storage.dialect import POSTGRESQL, dialect_of
-from domain.storage.models import DEFAULT_TENANT, Job, JobAttempt, utcnow
+from domain.storage.dialect import dialect_of
+from domain.storage.models import DEFAULT_TENANT, Job, utcnow
 from domain.storage.sessions import Executor
 from domain.tokens.estimates import UsageColumns
 
@@ -232,108 +233,7 @@ def claim_from_row(values: dict[str, Any], row: Any) -> Claim:
     )
 
 
-# The worker's hot path runs these for every job, so they are built once, as Core statements on the table
-# (no ORM synchronisation), with one round trip each: the claim reads what the run needs in its RETURNING.
-_JOBS = cast(Table, Job.__table__)
-CLAIM = (
-    update(_JOBS)
-    .where(
-        _JOBS.c.id == bindparam("claim_id"),
-        or_(
-            _JOBS.c.status == JobStatus.queued.value,
-            and_(
-                _JOBS.c.status == JobStatus.running.value,
-                or_(
-                    lease.is_expired(JOB_LEASES, bindparam("claim_now")),
-                    # the same claim again: its answer was lost on the way (a connection cut), and the
-                    # retry with the same token takes the lease it already holds, counting no attempt
-                    _JOBS.c.lease_owner == bindparam("claim_token"),
-                ),
-            ),
-        ),
-        _JOBS.c.cancel_requested_at.is_(None),
-    )
-    .values(
-        status=JobStatus.running.value,
-        **lease.taken(JOB_LEASES, bindparam("claim_until"), bindparam("claim_token")),
-        attempts=case(
-            (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
-        ),
-        started_at=bindparam("claim_now"),
-        updated_at=bindparam("claim_now"),
-    )
-    .returning(
-        _JOBS.c.attempts,
-        _JOBS.c.kind,
-        _JOBS.c.model,
-        _JOBS.c.tier,
-        _JOBS.c.request,
-        _JOBS.c.estimated_tokens,
-        _JOBS.c.webhook_url,
-        _JOBS.c.batch_id,
-    )
-)
-_COMPLETE = (
-    update(_JOBS)
-    .where(
-        _JOBS.c.id == bindparam("fence_id"),
-        lease.held_by(JOB_LEASES, bindparam("fence_token")),
-        _JOBS.c.status == JobStatus.running.value,
-    )
-    .values(
-        # a cancel requested meanwhile wins, decided under the row's lock
-        status=case(
-            (_JOBS.c.cancel_requested_at.is_(None), JobStatus.succeeded.value),
-            else_=JobStatus.cancelled.value,
-        ),
-        result=bindparam("done_result"),
-        usage=bindparam("done_usage"),
-        prompt_tokens=bindparam("done_prompt_tokens"),
-        completion_tokens=bindparam("done_completion_tokens"),
-        total_tokens=bindparam("done_total_tokens"),
-        cached_tokens=bindparam("done_cached_tokens"),
-        reasoning_tokens=bindparam("done_reasoning_tokens"),
-        images=bindparam("done_images"),
-        limiter_wait_ms=_JOBS.c.limiter_wait_ms + bindparam("done_wait_ms"),
-        **lease.released(JOB_LEASES),
-        finished_at=bindparam("done_at"),
-        updated_at=bindparam("done_at"),
-    )
-    .returning(_JOBS.c.status)
-)
-
-
-_ATTEMPTS = cast(Table, JobAttempt.__table__)
-_LOGGED_COLUMNS = (
-    "number",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "status_code",
-    "error_type",
-    "error",
-    "wait_before_next_seconds",
-)
-
-
-def _complete_and_log() -> Any:
-    """The completion feeding the attempt-log INSERT in one statement (a data-modifying CTE): the row is
-    logged exactly when the fenced write landed. Answers the status stored, or no row."""
-    done = _COMPLETE.returning(_JOBS.c.id).cte("done")
-    row = select(
-        done.c.id,
-        *(bindparam(f"log_{name}", type_=_ATTEMPTS.c[name].type) for name in _LOGGED_COLUMNS),
-    )
-    logged = (
-        POSTGRESQL.insert(_ATTEMPTS)
-        .from_select(["job_id", *_LOGGED_COLUMNS], row)
-        .on_conflict_do_nothing(index_elements=["job_id", "number"])
-        .cte("logged")
-    )
-    return select(done.c.status).add_cte(logged)
-
-
-COMPLETE_AND_LOG = _complete_and_log()
+# The statements the worker runs for every job live in ``domain.jobs.statements``.
 
 
 def _fenced(claim_: Claim) -> Any:
@@ -383,7 +283,7 @@ def complete(
     )
     if attempt is not None and dialect_of(session).writable_ctes:
         return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_values(attempt)}))
-    stored = stored_status(session.scalar(_COMPLETE, params))
+    stored = stored_status(session.scalar(COMPLETE, params))
     if stored is not None and attempt is not None:
         attempt_log.record(session, claim_.job_id, attempt)
     return stored

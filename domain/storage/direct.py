@@ -26,9 +26,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ClauseElement
 
 from domain.errors import Unavailable
+from domain.storage.sessions import raise_if_outage
 
 
 class DirectStatement:
@@ -60,7 +62,13 @@ class DirectStatement:
     def fetch_one(self, values: dict[str, Any]) -> Any:
         """Run the statement in autocommit mode; its first row (a named tuple), or None."""
         params = self.parameters(values)
-        raw = self.engine.raw_connection()
+        try:
+            raw = self.engine.raw_connection()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # no new connection could be made
+            raise Unavailable("the database is unavailable") from exc
+        except DBAPIError as exc:  # the same, as SQLAlchemy reports it
+            raise_if_outage(exc)
+            raise
         try:
             connection: Any = raw.driver_connection
             connection.autocommit = True

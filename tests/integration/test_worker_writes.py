@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.errors import Unavailable
-from domain.jobs import repository
+from domain.jobs import repository, statements
 from domain.jobs.attempts import AttemptOutcome, AttemptRecord, list_attempts
 from domain.jobs.bulk import fast_path_quota, insert_jobs
 from domain.status import JobStatus
@@ -175,8 +175,8 @@ def test_a_claim_tried_again_with_its_token_takes_its_own_lease_without_a_new_at
 def test_the_direct_statements_claim_and_complete_as_sqlalchemy_does(postgres_url: str) -> None:
     engine = make_engine(postgres_url, pool_size=2, idle_ping=True)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    claim_direct = DirectStatement(repository.CLAIM, engine)
-    complete_direct = DirectStatement(repository.COMPLETE_AND_LOG, engine)
+    claim_direct = DirectStatement(statements.CLAIM, engine)
+    complete_direct = DirectStatement(statements.COMPLETE_AND_LOG, engine)
     try:
         job_id = _stored(sessions)
         values = repository.claim_values(job_id, owner="w1", lease_seconds=60)
@@ -211,7 +211,7 @@ def test_a_direct_statement_on_a_connection_that_died_reports_unavailable_then_r
 ) -> None:
     engine = make_engine(postgres_url, pool_size=1, pre_ping=False)
     sessions = sessionmaker(engine, expire_on_commit=False)
-    claim_direct = DirectStatement(repository.CLAIM, engine)
+    claim_direct = DirectStatement(statements.CLAIM, engine)
     try:
         first, second = _stored(sessions), _stored(sessions)
         with engine.connect() as connection:
@@ -224,5 +224,16 @@ def test_a_direct_statement_on_a_connection_that_died_reports_unavailable_then_r
             claim_direct.fetch_one(repository.claim_values(first, owner="w1", lease_seconds=60))
         row = claim_direct.fetch_one(repository.claim_values(second, owner="w1", lease_seconds=60))
         assert row is not None and row.attempts == 1  # on a new connection
+    finally:
+        engine.dispose()
+
+
+def test_a_direct_statement_that_cannot_connect_reports_unavailable() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none", pool_size=1)
+    try:
+        with pytest.raises(Unavailable):
+            DirectStatement(statements.CLAIM, engine).fetch_one(
+                repository.claim_values("job_x", owner="w1", lease_seconds=60)
+            )
     finally:
         engine.dispose()
