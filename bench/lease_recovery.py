@@ -245,19 +245,27 @@ def cpu_round(bench: Bench, name: str, env: Mapping[str, str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", default="recovery,cpu", help="recovery, cpu, or both (comma-separated)")
     args = parser.parse_args(argv)
     no_heartbeat = {"BATCHERY_LEASE_SECONDS": "100000", "BATCHERY_HEARTBEAT_SECONDS": "50000"}
     with tempfile.TemporaryDirectory(prefix="bench-lease-") as tmp, ExitStack() as stop:
         log_dir = Path(tmp)
         database = stop.enter_context(_database())
         redis_url = stop.enter_context(_redis_db())
-        with ExitStack() as recovery:
-            bench = Bench(recovery, log_dir, database, redis_url, threads=100)
-            bench.services(latency_ms=2000)
-            recoveries = [recovery_run(bench, run) for run in range(args.runs)]
-        print(f"recovery after SIGKILL, default lease: {', '.join(f'{s:.1f}' for s in recoveries)} s", end="")
-        print(f"; median {statistics.median(recoveries):.1f} s", flush=True)
+        parts = set(args.parts.split(","))
+        if "recovery" in parts:
+            with ExitStack() as recovery:
+                bench = Bench(recovery, log_dir, database, redis_url, threads=100)
+                bench.services(latency_ms=2000)
+                recoveries = [recovery_run(bench, run) for run in range(args.runs)]
+            print(
+                f"recovery after SIGKILL, default lease: {', '.join(f'{s:.1f}' for s in recoveries)} s",
+                end="",
+            )
+            print(f"; median {statistics.median(recoveries):.1f} s", flush=True)
+        if "cpu" not in parts:
+            return 0
         with ExitStack() as cpu:
             bench = Bench(cpu, log_dir, database, redis_url, threads=300)
             bench.services(latency_ms=3000)

@@ -114,7 +114,11 @@ class JobRunner:
         """Run the job if it can be claimed; returns the outcome for logs and tests."""
         self._last.claim = None
         # a process whose heartbeat cannot renew its leases takes no new job until it can again
-        if not self.keeper.wait_until_renewing(self.settings.db_retry_seconds, self.sleep):
+        try:
+            renewing = self.keeper.wait_until_renewing(self.settings.db_retry_seconds, self.sleep)
+        except ShuttingDown:
+            renewing = False
+        if not renewing:
             log.warning("job left queued: leases cannot be renewed", extra={"job_id": job_id})
             return "skipped"
         token = repository.new_lease_token(self.worker_id)  # the same for every try of this claim

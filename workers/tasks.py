@@ -16,6 +16,7 @@ from celery import Celery, signals
 
 from config.settings import Settings
 from domain.jobs import dispatch_repository
+from domain.leases import tables as leased_tables
 from domain.leases.keeper import LeaseKeeper
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
@@ -51,7 +52,7 @@ class WorkerState:
         self._dispatcher: Dispatcher | None = None
         self.pump = DispatchPump(self.dispatcher, interval=settings.dispatch_interval_seconds)
         # every lease the process holds (jobs, webhook deliveries, batch runs), renewed by one heartbeat
-        self.keeper = LeaseKeeper()
+        self.keeper = LeaseKeeper(leased_tables.ALL)
         self.heartbeat = Heartbeat(
             self.keeper,
             lambda: self.runner().sessions,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
@@ -23,10 +23,13 @@ from domain.storage.sessions import Executor
 class LeaseKeeper:
     """A thread-safe register of held leases, by table, and the outcome of the last renewal."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, tables: Sequence[LeasedTable] = (), *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``tables`` gives the order of each round's renewals (jobs first: theirs matter most)."""
         self._clock = clock
         self._lock = threading.Lock()
-        self._held: dict[LeasedTable, set[str]] = {}
+        self._held: dict[LeasedTable, set[str]] = {leased: set() for leased in tables}
         self._lost: set[tuple[str, str]] = set()
         self._failing_since: float | None = None
         self.rounds = 0
@@ -78,7 +81,9 @@ class LeaseKeeper:
         self.rounds += 1
         renewed = 0
         try:
-            for leased in list(self._held):
+            with self._lock:
+                tables = list(self._held)
+            for leased in tables:
                 keys = self.held(leased)
                 if not keys:
                     continue
@@ -86,6 +91,8 @@ class LeaseKeeper:
                     kept = renew(executor, leased, keys, now=now, seconds=seconds)
                 self.statements += 1
                 renewed += len(kept)
+                if leased.holder is None:
+                    continue  # a row skipped because it was busy is not lost: fencing decides
                 with self._lock:
                     current = self._held.get(leased, set())
                     # a lease dropped meanwhile (its run ended and released it) is not lost

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Column, ColumnElement, Table, and_, or_, update
+from sqlalchemy import Column, ColumnElement, Table, and_, or_, select, update
 
+from domain.storage.dialect import dialect_of
 from domain.storage.sessions import Executor
 
 
@@ -89,12 +90,20 @@ def renew(
 ) -> set[str]:
     """Extend, in one statement, the leases named by ``keys`` (tokens, or row ids) that the rows still
     carry, to ``seconds`` from ``now``; answers the keys renewed. A job's lease is renewed while its
-    row carries the token, even past its expiry (no one took it meanwhile); a lease named by the row's
-    id only while it is live, so a run that lost it never extends another's."""
+    row carries the token, even past its expiry (no one took it meanwhile). A lease named by the row's
+    id is renewed only while it is live, so a run that lost it never extends another's, and, where the
+    database locks rows, only if no transaction holds the row: a batch run's own long transaction must
+    not stall the heartbeat (that run's lease is renewed by a later round)."""
     if not keys:
         return set()
     named = leased.key.in_(list(keys))
-    still_held = named if leased.holder is not None else and_(named, is_live(leased, now))
+    if leased.holder is not None:
+        still_held: ColumnElement[bool] = named
+    else:
+        free_rows = dialect_of(executor).lock_skipping(
+            select(leased.table.c.id).where(named, is_live(leased, now))
+        )
+        still_held = leased.table.c.id.in_(free_rows.scalar_subquery())
     values: dict[str, Any] = {leased.expires.key: until(now, seconds)}
     if "updated_at" in leased.table.c:  # a renewal changes nothing a reader sees
         values["updated_at"] = leased.table.c.updated_at

@@ -8,15 +8,15 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.errors import Unavailable
 from domain.jobs import dispatch_repository, repository
 from domain.leases.keeper import LeaseKeeper
-from domain.leases.tables import DELIVERY_LEASES, JOB_LEASES
+from domain.leases.tables import ALL, DELIVERY_LEASES, JOB_LEASES
 from domain.storage.models import Job, WebhookDelivery, utcnow
-from domain.storage.sessions import Executor
+from domain.storage.sessions import Executor, make_engine, make_session_factory
 from domain.webhooks import repository as delivery_repository
 from tests.factories import new_job
 from workers.heartbeat import Heartbeat
@@ -92,7 +92,34 @@ def test_a_delivery_lease_that_passed_is_not_renewed(sessions: sessionmaker[Sess
         return sessions.begin()
 
     assert keeper.renew_all(connect, now=later, seconds=30) == 0
-    assert keeper.is_lost(DELIVERY_LEASES, claimed.delivery_id)
+    with sessions() as session:
+        delivery = session.get(WebhookDelivery, claimed.delivery_id)
+        assert delivery is not None and delivery.locked_until is not None
+        assert delivery.locked_until < later  # not extended: the next claim may take it
+
+
+def test_a_delivery_row_held_by_a_transaction_does_not_stall_the_heartbeat(postgres_url: str) -> None:
+    engine = make_engine(postgres_url, pool_size=2)
+    sessions = make_session_factory(engine)
+    try:
+        job_id, delivery_id = _job(sessions), _delivery(sessions)
+        with sessions.begin() as session:
+            claim = repository.claim(session, job_id, owner="w1", lease_seconds=30)
+            assert delivery_repository.claim_delivery(session, delivery_id, lease_seconds=30) is not None
+        assert claim is not None
+        keeper = LeaseKeeper(ALL)
+        keeper.hold(JOB_LEASES, claim.token)
+        keeper.hold(DELIVERY_LEASES, delivery_id)
+        with sessions.begin() as holder:  # a long transaction that holds the delivery's row
+            holder.execute(
+                select(WebhookDelivery.id).where(WebhookDelivery.id == delivery_id).with_for_update()
+            )
+            heartbeat = Heartbeat(keeper, lambda: sessions, interval=5, lease_seconds=30)
+            assert heartbeat.beat() == 1  # the job's lease; the busy delivery row is left for a later round
+        assert not keeper.is_lost(DELIVERY_LEASES, delivery_id)
+        assert heartbeat.beat() == 2
+    finally:
+        engine.dispose()
 
 
 def test_a_process_that_cannot_renew_is_failing_until_a_round_succeeds(
