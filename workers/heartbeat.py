@@ -69,6 +69,8 @@ class Heartbeat:
         return min(self.interval, RETRY_SECONDS) if self.keeper.failing else self.interval
 
     def run(self) -> None:
+        # the thread's id, for per-thread CPU accounting (/proc/<pid>/task/<id>; bench/lease_recovery.py)
+        log.info("heartbeat: every %.1fs on thread %d", self.interval, threading.get_native_id())
         # while renewals fail, try every second: the leases are renewed, and new work taken, as soon
         # as the database answers again
         while not self._stop.wait(
