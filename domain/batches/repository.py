@@ -2,7 +2,7 @@
 
 Status changes are conditional UPDATEs on the current status, so two processes racing (an ingest and a
 cancel, two finalizations) cannot both win. Ingestion and finalization also take a short lease
-(``lease_until``) so that the periodic tick does not start a second run while one is under way; a
+(``lease_expires_at``) so that the periodic tick does not start a second run while one is under way; a
 run whose process died is retried once its lease has passed.
 """
 
@@ -326,7 +326,7 @@ def due_work(session: Session, *, now: datetime, limit: int = 100) -> TickWork:
     )
     stale = now - timedelta(seconds=STALE_VALIDATING_SECONDS)
     lost_ingest = or_(
-        lease.is_expired(BATCH_LEASES, now), and_(Batch.lease_until.is_(None), Batch.created_at < stale)
+        lease.is_expired(BATCH_LEASES, now), and_(Batch.lease_expires_at.is_(None), Batch.created_at < stale)
     )
     to_ingest = select(Batch.id).where(Batch.status == BatchStatus.validating.value, lost_ingest)
     finalizable = [status.value for status in FINALIZABLE]

@@ -5,7 +5,7 @@ attempt ``next_attempt_at`` is set to the next slot, and a periodic poll (``due_
 the ids that are due. No retry waits in the broker, so none comes near its visibility timeout, and a
 restart loses nothing.
 
-An attempt starts with ``claim_delivery``, a conditional UPDATE that takes a lease (``locked_until``)
+An attempt starts with ``claim_delivery``, a conditional UPDATE that takes a lease (``lease_expires_at``)
 and counts the attempt; ``finish_attempt`` writes the outcome only while ``attempt_count`` still
 equals the claimed number. A worker that dies mid-attempt leaves a lease that expires, and the
 delivery becomes due again.
@@ -35,7 +35,7 @@ class DeliveryStatus(StrEnum):
     """Where a delivery is."""
 
     pending = "pending"
-    """Waiting for its next attempt (``next_attempt_at``), or in one (``locked_until``)."""
+    """Waiting for its next attempt (``next_attempt_at``), or in one (``lease_expires_at``)."""
     succeeded = "succeeded"
     """The receiver answered 2xx."""
     failed = "failed"

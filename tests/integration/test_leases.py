@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from alembic import command
 from domain.errors import Unavailable
 from domain.jobs import dispatch_repository, repository
 from domain.leases.keeper import LeaseKeeper
@@ -71,7 +73,9 @@ def test_one_round_renews_every_held_lease_and_notes_the_lost_ones(sessions: ses
         delivery = session.get(WebhookDelivery, claimed.delivery_id)
         assert job is not None and job.lease_expires_at is not None and delivery is not None
         assert job.lease_expires_at >= before + timedelta(seconds=29)
-        assert delivery.locked_until is not None and delivery.locked_until >= before + timedelta(seconds=29)
+        assert delivery.lease_expires_at is not None and delivery.lease_expires_at >= before + timedelta(
+            seconds=29
+        )
         gone = session.get(Job, requeued)
         assert gone is not None and gone.status == "queued" and gone.lease_owner is None
     # the lost run's completion is refused by fencing as well
@@ -94,8 +98,8 @@ def test_a_delivery_lease_that_passed_is_not_renewed(sessions: sessionmaker[Sess
     assert keeper.renew_all(connect, now=later, seconds=30) == 0
     with sessions() as session:
         delivery = session.get(WebhookDelivery, claimed.delivery_id)
-        assert delivery is not None and delivery.locked_until is not None
-        assert delivery.locked_until < later  # not extended: the next claim may take it
+        assert delivery is not None and delivery.lease_expires_at is not None
+        assert delivery.lease_expires_at < later  # not extended: the next claim may take it
 
 
 def test_a_delivery_row_held_by_a_transaction_does_not_stall_the_heartbeat(postgres_url: str) -> None:
@@ -141,3 +145,33 @@ def test_a_process_that_cannot_renew_is_failing_until_a_round_succeeds(
     assert keeper.wait_until_renewing(0.0, lambda _s: None) is False  # no new work while failing
     assert keeper.renew_all(lambda: sessions.begin(), now=utcnow(), seconds=30) == 1
     assert not keeper.failing
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_lease_columns_share_one_name_and_the_rename_goes_back(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from cli.migrations import alembic_config, upgrade
+
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rename.db'}"
+        upgrade(url)
+    else:
+        url = str(request.getfixturevalue("postgres_url"))  # migrated to heads
+
+    def columns() -> dict[str, set[str]]:
+        engine = make_engine(url)
+        try:
+            found = inspect(engine)
+            tables = ("webhook_deliveries", "batches")
+            return {table: {column["name"] for column in found.get_columns(table)} for table in tables}
+        finally:
+            engine.dispose()
+
+    assert all("lease_expires_at" in names for names in columns().values())
+    if database == "sqlite":  # the shared PostgreSQL database stays at heads for the other tests
+        command.downgrade(alembic_config(url), "0003")  # 0007 alone: the only revision after 0003
+        before = columns()
+        assert "locked_until" in before["webhook_deliveries"] and "lease_until" in before["batches"]
+        upgrade(url)
+        assert all("lease_expires_at" in names for names in columns().values())
