@@ -148,8 +148,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
     # A worker holds a database connection only to claim a job and to store its outcome, never during
-    # the upstream call, so a few serve hundreds of threads. None: the threads + 2, at most 64. On
-    # PostgreSQL, claims and plain completions have this many more of their own.
+    # the upstream call, so a few serve hundreds of threads. None: the threads + 2, at most 64.
     worker_db_pool_size: int | None = Field(default=None, ge=1, le=256)
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
     resend_after_seconds: float = Field(default=300.0, gt=0)

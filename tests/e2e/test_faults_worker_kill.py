@@ -69,8 +69,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # the lease and heartbeat settings are the defaults: recovery is timed as a user would see it
         "BATCHERY_RESEND_AFTER_SECONDS": "8",
         "BATCHERY_SHUTDOWN_GRACE_SECONDS": "20",
-        # the PostgreSQL server is shared: at most 8 + 8 connections a worker, which claim and store
-        # as fast as more would
+        # the PostgreSQL server is shared: a pool of 8 connections a worker (8 more in a burst), which
+        # claim and store as fast as more would
         "BATCHERY_WORKER_DB_POOL_SIZE": "8",
     }
     sim = ("--no-limits", "--latency", "fixed:2000")
