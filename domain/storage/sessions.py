@@ -152,10 +152,3 @@ def connection_scope(engine: Engine) -> Iterator[Connection]:
     except (OperationalError, DBAPIError) as exc:
         raise_if_outage(exc)
         raise
-
-
-def dialect_name(executor: Executor) -> str:
-    """``postgresql`` or ``sqlite``, for a session or a connection."""
-    if isinstance(executor, Connection):
-        return executor.dialect.name
-    return executor.get_bind().dialect.name
