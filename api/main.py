@@ -20,7 +20,6 @@ from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from api.threads import install_service_threads
 from config.settings import Settings, get_settings
-from domain.storage.pg_pool import IDLE_PING_SECONDS, ping_when_idle
 from domain.storage.sessions import make_engine, make_session_factory
 from infra.log_setup import setup_process_logging
 
@@ -32,8 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, pool_size=20, pre_ping=False)
-        ping_when_idle(engine, IDLE_PING_SECONDS)
+        engine = make_engine(settings.database_url, pool_size=20, idle_ping=True)
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
         app.state.enqueuer = Enqueuer(settings)

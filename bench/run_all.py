@@ -34,9 +34,8 @@ def commands(quick: bool) -> list[list[str]]:
     ]
     if (ROOT / "bench" / "batch_ingest.py").exists():
         found.append([python, "-m", "bench.batch_ingest", *(["--lines", "5000"] if quick else [])])
-    found.append(
-        [python, "-m", "bench.hot_path_bench", *(["--jobs", "500", "--rounds", "1"] if quick else [])]
-    )
+    found.append([python, "-m", "bench.callgrind_persistence", *(["--jobs", "2", "6"] if quick else [])])
+    found.append([python, "-m", "bench.lease_recovery", *(["--runs", "1", "--rounds", "1"] if quick else [])])
     found.append([python, str(ROOT / "bench" / "sim_rps.py"), *(["--runs", "1"] if quick else [])])
     return found
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -148,13 +147,13 @@ def add_flower_parser(sub: Any) -> None:
 
 
 def flower_command(host: str, port: int) -> list[str]:
-    settings = get_settings()
+    """Flower's command line. The broker URL, which may hold a password, is not on it: Celery reads it
+    from ``CELERY_BROKER_URL`` in the environment (``cli.flower_auth.flower_env``), so ``ps`` never
+    shows it."""
     return [
         sys.executable,
         "-m",
         "celery",
-        "--broker",
-        settings.redis_url,
         "flower",
         f"--address={host}",
         f"--port={port}",
@@ -168,7 +167,9 @@ def run_flower(args: argparse.Namespace) -> int:
     env, note = flower_env(get_settings(), os.environ)
     if note:
         print(f"Flower {note}", flush=True)
-    return subprocess.call(flower_command(args.host, args.port), env=env)
+    # Flower replaces this process: a SIGTERM to it stops Flower itself, and no parent is left behind
+    argv = flower_command(args.host, args.port)
+    os.execvpe(argv[0], argv, env)  # noqa: S606 (the argv is ours, no shell)
 
 
 def add_sim_parser(sub: Any) -> None:

@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     flower_password: SecretStr = SecretStr("")
 
     @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "BATCHERY_HEARTBEAT_SECONDS must be at most half of BATCHERY_LEASE_SECONDS, so a live "
+                "worker renews its leases at least twice per lease"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _auth_stays_on_in_production(self) -> Settings:
         if self.auth_disabled and self.environment == Environment.production:
             raise ValueError("BATCHERY_AUTH_DISABLED=true is refused when BATCHERY_ENVIRONMENT=production")
@@ -107,11 +116,14 @@ class Settings(BaseSettings):
     # message in Redis as well, and hands it out again after the visibility timeout
     # (README: "Acknowledgements and the visibility timeout")
     broker_ack_emulation: bool = False
-    lease_seconds: float = Field(default=900.0, gt=0)
+    # A job, a webhook delivery or a batch run is leased for lease_seconds, and the worker's heartbeat
+    # renews every lease it holds each heartbeat_seconds: a dead worker's work runs again about
+    # lease_seconds after its death (docs/reliability.md: "Leases and heartbeats")
+    lease_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
     # A worker holds a database connection only to claim a job and to store its outcome, never during
-    # the upstream call, so a few serve hundreds of threads. None: the threads + 2, at most 64. On
-    # PostgreSQL, claims and plain completions have this many more of their own.
+    # the upstream call, so a few serve hundreds of threads. None: the threads + 2, at most 64.
     worker_db_pool_size: int | None = Field(default=None, ge=1, le=256)
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
     resend_after_seconds: float = Field(default=300.0, gt=0)

@@ -24,6 +24,7 @@ from config.settings import Settings
 from domain.batches import repository as batch_repository
 from domain.batches.lifecycle import run_finalize, run_ingest, run_tick
 from domain.errors import Unavailable
+from domain.leases.keeper import LeaseKeeper
 from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
 from infra.celery_conf import (
@@ -47,8 +48,10 @@ class BatchWorker:
         sessions: Callable[[], sessionmaker[Session]],
         send_webhook: Callable[[str], object],
         nudge_dispatcher: Callable[[], object],
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.app = app
+        self.keeper = keeper
         self.settings = settings
         self._sessions = sessions
         self._send_webhook = send_webhook
@@ -66,14 +69,14 @@ class BatchWorker:
             self._send_webhook(delivery_id)
 
     def ingest(self, batch_id: str) -> dict[str, Any]:
-        outcome, step = run_ingest(self.sessions, batch_id, self.settings)
+        outcome, step = run_ingest(self.sessions, batch_id, self.settings, keeper=self.keeper)
         self.notify(step.deliveries)
         if outcome.status == "in_progress":
             self._nudge_dispatcher()
         return {"status": outcome.status, "jobs": outcome.total, "errors": len(outcome.errors)}
 
     def finalize(self, batch_id: str) -> str | None:
-        step = run_finalize(self.sessions, batch_id, self.settings)
+        step = run_finalize(self.sessions, batch_id, self.settings, keeper=self.keeper)
         self.notify(step.deliveries)
         return step.status
 
@@ -117,9 +120,11 @@ def register_batch_tasks(
     sessions: Callable[[], sessionmaker[Session]],
     send_webhook: Callable[[str], object],
     nudge_dispatcher: Callable[[], object],
+    keeper: LeaseKeeper | None = None,
 ) -> BatchWorker:
-    """Register the batch tasks; ``nudge_dispatcher`` asks this process's dispatcher for a round."""
-    worker = BatchWorker(app, settings, sessions, send_webhook, nudge_dispatcher)
+    """Register the batch tasks; ``nudge_dispatcher`` asks this process's dispatcher for a round, and
+    ``keeper`` holds the batch runs' leases for the process's heartbeat."""
+    worker = BatchWorker(app, settings, sessions, send_webhook, nudge_dispatcher, keeper)
 
     @app.task(name=INGEST_BATCH_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def ingest_batch(batch_id: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+
 from domain.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -33,15 +35,24 @@ def retry_unavailable(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
-    """Run ``operation``; while it raises Unavailable, back off and retry until ``deadline`` seconds."""
+    """Run ``operation``; while it raises Unavailable, back off (``FIRST_DELAY`` doubling up to
+    ``MAX_DELAY``) and retry, as long as the next try starts within ``deadline`` seconds (on ``clock``)."""
     started = clock()
-    delay = FIRST_DELAY
-    while True:
-        try:
-            return operation()
-        except Unavailable:
-            if clock() - started + delay > deadline:
-                raise
-            log.warning("database unavailable while %s; retrying in %.2fs", what, delay)
-            sleep(delay)
-            delay = min(delay * 2, MAX_DELAY)
+    wait = wait_exponential(multiplier=FIRST_DELAY, max=MAX_DELAY)
+
+    def past_deadline(state: RetryCallState) -> bool:
+        return clock() - started + wait(state) > deadline
+
+    def note(state: RetryCallState) -> None:
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("database unavailable while %s; retrying in %.2fs", what, delay)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(Unavailable),
+        stop=past_deadline,
+        wait=wait,
+        sleep=sleep,
+        before_sleep=note,
+        reraise=True,
+    )
+    return retrying(operation)

@@ -179,7 +179,11 @@ class DispatchPump:
     """Runs dispatcher rounds on a background thread: a full round every ``interval`` seconds, and a
     top-up round soon after ``nudge()`` (at most one per ``min_gap``, so a busy worker's nudges share
     rounds: the window holds enough ids to cover the gap). A database outage makes it back off; nothing
-    it meets stops it."""
+    it meets stops it.
+
+    The backoff is three lines here rather than tenacity's: tenacity retries one call until it succeeds
+    or stops, while this loop never stops, mixes its backoff with its own timer and nudges, and must
+    not raise; its ``wait_exponential`` would save nothing and hide the one ``wait`` the loop has."""
 
     def __init__(
         self,

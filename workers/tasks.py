@@ -16,12 +16,14 @@ from celery import Celery, signals
 
 from config.settings import Settings
 from domain.jobs import dispatch_repository
+from domain.leases import tables as leased_tables
+from domain.leases.keeper import LeaseKeeper
 from domain.status import JobStatus
-from domain.storage.pg_pool import IDLE_PING_SECONDS, ping_when_idle
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
+from workers.heartbeat import Heartbeat
 from workers.limiter import RedisLimiter
 from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
@@ -51,13 +53,20 @@ class WorkerState:
         self.dispatch_tiers: list[str] | None = None
         self._dispatcher: Dispatcher | None = None
         self.pump = DispatchPump(self.dispatcher, interval=settings.dispatch_interval_seconds)
+        # every lease the process holds (jobs, webhook deliveries, batch runs), renewed by one heartbeat
+        self.keeper = LeaseKeeper(leased_tables.ALL)
+        self.heartbeat = Heartbeat(
+            self.keeper,
+            lambda: self.runner().sessions,
+            interval=settings.heartbeat_seconds,
+            lease_seconds=settings.lease_seconds,
+        )
 
     def runner(self) -> JobRunner:
         with self._lock:
             if self._runner is None:
                 pool_size = self.settings.worker_db_pool_size or min(self.concurrency + 2, 64)
-                engine = make_engine(self.settings.database_url, pool_size=pool_size, pre_ping=False)
-                ping_when_idle(engine, IDLE_PING_SECONDS)
+                engine = make_engine(self.settings.database_url, pool_size=pool_size, idle_ping=True)
                 client = make_upstream_client(max_connections=self.settings.upstream_max_connections)
                 redis_client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
                 self._runner = JobRunner(
@@ -70,7 +79,7 @@ class WorkerState:
                     notify_webhook=self.send_webhook,
                     sleep=self.gate.sleep,
                     stopping=self.gate.is_stopping,
-                    hot_connections=pool_size,
+                    keeper=self.keeper,
                 )
             return self._runner
 
@@ -120,9 +129,14 @@ def register_tasks(
     """Register batchery's tasks on ``app``. With ``dispatch`` the worker also runs dispatcher rounds on a
     background thread; without it, a ``batchery dispatcher`` process must keep the tier queues filled."""
     state = WorkerState(settings, app, concurrency)
-    state.webhooks = register_webhook_tasks(app, settings, lambda: state.runner().sessions)
+    state.webhooks = register_webhook_tasks(app, settings, lambda: state.runner().sessions, state.keeper)
     state.batches = register_batch_tasks(
-        app, settings, lambda: state.runner().sessions, state.send_webhook, nudge_dispatcher=state.pump.nudge
+        app,
+        settings,
+        lambda: state.runner().sessions,
+        state.send_webhook,
+        nudge_dispatcher=state.pump.nudge,
+        keeper=state.keeper,
     )
 
     @app.task(  # type: ignore[untyped-decorator]
@@ -150,6 +164,7 @@ def register_tasks(
         queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or ())
         served = [name for name, tier in settings.tiers.tiers.items() if tier.queue in queues]
         state.dispatch_tiers = served or None
+        state.heartbeat.start()
         if dispatch:
             state.pump.start()
 

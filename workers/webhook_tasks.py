@@ -23,6 +23,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from domain.leases.keeper import LeaseKeeper
 from domain.metrics.store import record_webhook_delivery
 from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
@@ -98,9 +99,14 @@ class WebhookWorker:
     """Per-process webhook resources, built on first use (after fork, never at import)."""
 
     def __init__(
-        self, settings: Settings, app: Celery, sessions: Callable[[], sessionmaker[Session]]
+        self,
+        settings: Settings,
+        app: Celery,
+        sessions: Callable[[], sessionmaker[Session]],
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.settings = settings
+        self.keeper = keeper
         self.dispatcher = WebhookDispatcher(app, sessions)
         self._sessions = sessions
         self._lock = threading.Lock()
@@ -117,6 +123,7 @@ class WebhookWorker:
                     self._sessions(),
                     client,
                     on_result=lambda outcome: record_webhook_delivery(counters, outcome, prefix=prefix),
+                    keeper=self.keeper,
                 )
                 self._pool = DeliveryPool(deliverer.deliver, self.settings.webhook_concurrency)
             return self._pool
@@ -131,10 +138,14 @@ class WebhookWorker:
 
 
 def register_webhook_tasks(
-    app: Celery, settings: Settings, sessions: Callable[[], sessionmaker[Session]]
+    app: Celery,
+    settings: Settings,
+    sessions: Callable[[], sessionmaker[Session]],
+    keeper: LeaseKeeper | None = None,
 ) -> WebhookWorker:
-    """Register the two webhook tasks on ``app``; ``sessions`` gives the process's session factory."""
-    worker = WebhookWorker(settings, app, sessions)
+    """Register the two webhook tasks on ``app``; ``sessions`` gives the process's session factory, and
+    ``keeper`` holds the deliveries' leases for the process's heartbeat."""
+    worker = WebhookWorker(settings, app, sessions, keeper)
 
     @app.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
     def deliver_webhook(delivery_id: str) -> str:

@@ -33,6 +33,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from domain.leases.keeper import LeaseKeeper
+from domain.leases.tables import DELIVERY_LEASES
 from domain.redaction import redact
 from domain.storage.models import WebhookDelivery, utcnow
 from domain.storage.sessions import session_scope
@@ -113,8 +115,10 @@ class WebhookDeliverer:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         on_result: Callable[[str], None] | None = None,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.settings = settings
+        self.keeper = keeper
         self.on_result = on_result
         self.sessions = sessions
         self.client = client
@@ -125,7 +129,10 @@ class WebhookDeliverer:
 
     @property
     def lease_seconds(self) -> float:
-        """Long enough for resolving, connecting, sending and reading, each within the timeout."""
+        """With a heartbeat renewing it, the settings' lease; without one, long enough for resolving,
+        connecting, sending and reading, each within the timeout."""
+        if self.keeper is not None:
+            return self.settings.lease_seconds
         return 4 * self.settings.webhook_timeout_seconds + 30.0
 
     @property
@@ -155,7 +162,11 @@ class WebhookDeliverer:
             claim = repo.claim_delivery(session, delivery_id, lease_seconds=self.lease_seconds)
         if claim is None:
             return "skipped"
-        outcome = self.attempt(claim)
+        if self.keeper is not None:
+            with self.keeper.holding(DELIVERY_LEASES, claim.delivery_id):
+                outcome = self.attempt(claim)
+        else:
+            outcome = self.attempt(claim)
         delay = next_delivery_delay(
             self.settings.webhook_retry_schedule, claim.round_attempt, outcome, self.rand
         )

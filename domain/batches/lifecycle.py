@@ -14,6 +14,8 @@ Celery tasks in ``workers.batch_tasks`` only call these and send ids.
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,13 +29,14 @@ from domain.batches.ingest import IngestOutcome, ingest
 from domain.batches.output import write_results
 from domain.batches.schemas import FINALIZABLE, BatchStatus
 from domain.batches.views import batch_out
+from domain.leases import lease
+from domain.leases.keeper import LeaseKeeper
+from domain.leases.tables import BATCH_LEASES, JOB_LEASES
 from domain.status import JobStatus
 from domain.storage.models import Batch, Job, utcnow
 from domain.storage.sessions import session_scope
 from domain.webhooks import events
 
-INGEST_LEASE_SECONDS = 600.0
-FINALIZE_LEASE_SECONDS = 600.0
 BATCH_EVENT_BY_STATUS = {
     BatchStatus.completed.value: "batch.completed",
     BatchStatus.failed.value: "batch.failed",
@@ -73,8 +76,10 @@ def run_ingest(
     settings: Settings,
     *,
     now: datetime | None = None,
+    keeper: LeaseKeeper | None = None,
 ) -> tuple[IngestOutcome, StepResult]:
-    """Validate the batch's file and fan it out into the backlog of queued jobs, or fail it."""
+    """Validate the batch's file and fan it out into the backlog of queued jobs, or fail it. The run
+    holds the batch's lease (``settings.lease_seconds``), which ``keeper``'s heartbeat renews."""
     now = now or utcnow()
     with session_scope(sessions) as session:
         leased = batch_repository.take_lease(
@@ -82,12 +87,12 @@ def run_ingest(
             batch_id,
             statuses=frozenset({BatchStatus.validating}),
             now=now,
-            seconds=INGEST_LEASE_SECONDS,
+            seconds=settings.lease_seconds,
         )
     if not leased:
         return IngestOutcome(status="skipped"), StepResult()
     step = StepResult()
-    with session_scope(sessions) as session:
+    with _holding(keeper, batch_id), session_scope(sessions) as session:
         batch = session.get(Batch, batch_id)
         assert batch is not None
         outcome = ingest(session, batch, settings, now=now)
@@ -98,10 +103,20 @@ def run_ingest(
     return outcome, step
 
 
+def _holding(keeper: LeaseKeeper | None, batch_id: str) -> contextlib.AbstractContextManager[None]:
+    return keeper.holding(BATCH_LEASES, batch_id) if keeper is not None else nullcontext()
+
+
 def run_finalize(
-    sessions: sessionmaker[Session], batch_id: str, settings: Settings, *, now: datetime | None = None
+    sessions: sessionmaker[Session],
+    batch_id: str,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    keeper: LeaseKeeper | None = None,
 ) -> StepResult:
-    """Finalize the batch if none of its jobs is unfinished and no other run holds it."""
+    """Finalize the batch if none of its jobs is unfinished and no other run holds it (its lease, renewed
+    by ``keeper``'s heartbeat while the run lasts)."""
     now = now or utcnow()
     with session_scope(sessions) as session:
         batch = session.get(Batch, batch_id)
@@ -110,11 +125,11 @@ def run_finalize(
         if batch_repository.has_unfinished_jobs(session, batch_id):
             return StepResult()
         if not batch_repository.take_lease(
-            session, batch_id, statuses=FINALIZABLE, now=now, seconds=FINALIZE_LEASE_SECONDS
+            session, batch_id, statuses=FINALIZABLE, now=now, seconds=settings.lease_seconds
         ):
             return StepResult()
         batch_repository.begin_finalizing(session, batch_id, now=now)
-    with session_scope(sessions) as session:
+    with _holding(keeper, batch_id), session_scope(sessions) as session:
         batch = session.get(Batch, batch_id, populate_existing=True)
         assert batch is not None
         end = _end_status(batch)
@@ -197,8 +212,8 @@ def end_orphaned_cancels(session: Session, *, now: datetime) -> int:
             Job.batch_id.in_(stopping),
             Job.status == JobStatus.running.value,
             Job.cancel_requested_at.is_not(None),
-            Job.lease_expires_at < now,
+            lease.is_expired(JOB_LEASES, now),
         )
-        .values(status=JobStatus.cancelled.value, finished_at=now, lease_owner=None, lease_expires_at=None)
+        .values(status=JobStatus.cancelled.value, finished_at=now, **lease.released(JOB_LEASES))
     )
     return int(done.rowcount or 0)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 Status changes are conditional UPDATEs on the current status, so two processes racing (an ingest and a
 cancel, two finalizations) cannot both win. Ingestion and finalization also take a short lease
-(``lease_until``) so that the periodic tick does not start a second run while one is under way; a
+(``lease_expires_at``) so that the periodic tick does not start a second run while one is under way; a
 run whose process died is retried once its lease has passed.
 """
 
@@ -19,6 +19,8 @@ from domain.batches import file_repository
 from domain.batches.schemas import COMPLETION_WINDOWS, FINALIZABLE, BatchCreate, BatchStatus
 from domain.errors import Conflict, InvalidRequest, NotFound
 from domain.ids import new_id
+from domain.leases import lease
+from domain.leases.tables import BATCH_LEASES
 from domain.status import JobStatus
 from domain.storage.models import Batch, Job
 
@@ -161,9 +163,9 @@ def take_lease(
         .where(
             Batch.id == batch_id,
             Batch.status.in_([status.value for status in statuses]),
-            or_(Batch.lease_until.is_(None), Batch.lease_until < now),
+            lease.is_free(BATCH_LEASES, now),
         )
-        .values(lease_until=now + timedelta(seconds=seconds))
+        .values(lease.taken(BATCH_LEASES, lease.until(now, seconds)))
     )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -178,7 +180,7 @@ def start(session: Session, batch_id: str, *, total: int, model: str | None, now
             in_progress_at=now,
             request_total=total,
             model=model,
-            lease_until=None,
+            **lease.released(BATCH_LEASES),
         )
     )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
@@ -189,7 +191,7 @@ def fail(session: Session, batch_id: str, errors: list[dict[str, Any]], *, now: 
     done = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.validating.value)
-        .values(status=BatchStatus.failed.value, failed_at=now, errors=errors, lease_until=None)
+        .values(status=BatchStatus.failed.value, failed_at=now, errors=errors, **lease.released(BATCH_LEASES))
     )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -250,7 +252,7 @@ def expire_unstarted(session: Session, batch_id: str, *, now: datetime) -> bool:
     done = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.validating.value)
-        .values(status=BatchStatus.expired.value, expired_at=now, lease_until=None)
+        .values(status=BatchStatus.expired.value, expired_at=now, **lease.released(BATCH_LEASES))
     )
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -297,7 +299,7 @@ def finish(
                 "request_completed": completed,
                 "request_failed": failed,
                 "usage": usage,
-                "lease_until": None,
+                **lease.released(BATCH_LEASES),
             }
         )
     )
@@ -315,7 +317,7 @@ class TickWork:
 
 def due_work(session: Session, *, now: datetime, limit: int = 100) -> TickWork:
     """Batches past their window, ingests that were lost, and finalizations that may be due."""
-    free = or_(Batch.lease_until.is_(None), Batch.lease_until < now)
+    free = lease.is_free(BATCH_LEASES, now)
     window_passed = and_(Batch.expires_at.is_not(None), Batch.expires_at < now)
     to_expire = select(Batch.id).where(
         Batch.status.in_([BatchStatus.in_progress.value, BatchStatus.validating.value]),
@@ -323,7 +325,9 @@ def due_work(session: Session, *, now: datetime, limit: int = 100) -> TickWork:
         Batch.expiring_at.is_(None),
     )
     stale = now - timedelta(seconds=STALE_VALIDATING_SECONDS)
-    lost_ingest = or_(Batch.lease_until < now, and_(Batch.lease_until.is_(None), Batch.created_at < stale))
+    lost_ingest = or_(
+        lease.is_expired(BATCH_LEASES, now), and_(Batch.lease_expires_at.is_(None), Batch.created_at < stale)
+    )
     to_ingest = select(Batch.id).where(Batch.status == BatchStatus.validating.value, lost_ingest)
     finalizable = [status.value for status in FINALIZABLE]
     to_finalize = select(Batch.id).where(Batch.status.in_(finalizable), free)

@@ -22,13 +22,12 @@ from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from domain.redaction import redact
+from domain.storage.dialect import Dialect, dialect_of
 from domain.storage.models import JobAttempt, utcnow
-from domain.storage.sessions import Executor, dialect_name
+from domain.storage.sessions import Executor
 
 MAX_ERROR_CHARS = 1000
 
@@ -58,6 +57,13 @@ class AttemptRecord:
 
 def record(session: Executor, job_id: str, attempt: AttemptRecord) -> None:
     """Log one attempt; a number already logged for this job is left as it is."""
+    values = row_values(attempt)
+    values["job_id"] = job_id
+    session.execute(_insert_statement(dialect_of(session)), values)
+
+
+def row_values(attempt: AttemptRecord) -> dict[str, Any]:
+    """The log row's columns (but its job's id), as stored: the error redacted and cut, the wait rounded."""
     values = asdict(attempt)
     values["outcome"] = attempt.outcome.value
     values["finished_at"] = attempt.finished_at or utcnow()
@@ -65,22 +71,20 @@ def record(session: Executor, job_id: str, attempt: AttemptRecord) -> None:
         values["error"] = redact(attempt.error)[:MAX_ERROR_CHARS]
     if attempt.wait_before_next_seconds is not None:
         values["wait_before_next_seconds"] = round(attempt.wait_before_next_seconds, 3)
-    values["job_id"] = job_id
-    session.execute(_insert_statement(dialect_name(session)), values)
+    return values
 
 
 _INSERTS: dict[str, Any] = {}
 
 
-def _insert_statement(dialect: str) -> Any:
+def _insert_statement(dialect: Dialect) -> Any:
     """The INSERT … ON CONFLICT DO NOTHING of one log row, built once per dialect, on the table (Core):
     a job's every attempt runs it."""
-    statement = _INSERTS.get(dialect)
+    statement = _INSERTS.get(dialect.name)
     if statement is None:
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
         table = cast(Table, JobAttempt.__table__)
-        statement = insert(table).on_conflict_do_nothing(index_elements=["job_id", "number"])
-        _INSERTS[dialect] = statement
+        statement = dialect.insert(table).on_conflict_do_nothing(index_elements=["job_id", "number"])
+        _INSERTS[dialect.name] = statement
     return statement
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from domain.ids import new_ids
 from domain.jobs.repository import NewJob
 from domain.status import JobStatus
+from domain.storage.dialect import dialect_of
 from domain.storage.models import Job
 
 JOBS = cast(Table, Job.__table__)
@@ -56,7 +57,7 @@ def insert_jobs(
     if not jobs:
         return []
     ids = new_ids("job", len(jobs))
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session).json_row_inserts:
         records = [_record(job, job_id, sent) for job, job_id, sent in zip(jobs, ids, send_now, strict=True)]
         session.execute(_PG_INSERT, {"rows": json.dumps(records, separators=(",", ":")), "now": now})
     else:

@@ -30,7 +30,10 @@ from sqlalchemy import String, Table, any_, bindparam, func, select, text, updat
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from domain.leases import lease
+from domain.leases.tables import JOB_LEASES
 from domain.status import JobStatus
+from domain.storage.dialect import dialect_of
 from domain.storage.models import BACKLOG_PREDICATE, IN_FLIGHT_PREDICATE, RUNNING_PREDICATE, Job
 from domain.tenancy.fair_share import Candidate, Lane
 
@@ -73,17 +76,13 @@ _NEXT_BATCHES = text(
 )
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def try_lock_tier(session: Session, tier: str) -> bool:
     """Take the tier's dispatch lock for this transaction; False when another dispatcher holds it.
 
     PostgreSQL: an advisory lock. SQLite: a write that changes nothing takes the database's write lock
     now, so the round's reads and writes see one state (SQLite has one writer; a second dispatcher waits).
     """
-    if not is_postgres(session):
+    if not dialect_of(session).row_locks:
         session.execute(text("UPDATE jobs SET priority = priority WHERE 1 = 0"))
         return True
     key = f"batchery.dispatch:{tier}"
@@ -165,7 +164,7 @@ def take(session: Session, job_ids: Sequence[str], now: datetime) -> list[str]:
     for a later round instead of waited for."""
     if not job_ids:
         return []
-    if is_postgres(session):
+    if dialect_of(session).row_locks:
         rows = session.execute(_TAKE_PG, {"take_ids": list(job_ids), "take_now": now})
     else:
         rows = session.execute(
@@ -214,8 +213,7 @@ def resend_stale(
         .order_by(Job.dispatched_at)
         .limit(limit)
     )
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     ids = [row[0] for row in session.execute(query)]
     if not ids:
         return []
@@ -235,19 +233,18 @@ def requeue_expired(session: Session, tier: str, *, now: datetime, limit: int) -
     Returns how many changed, and the ids that ended cancelled (their terminal event is due)."""
     query = (
         select(Job.id, Job.cancel_requested_at)
-        .where(Job.tier == tier, RUNNING, Job.lease_expires_at < now)
+        .where(Job.tier == tier, RUNNING, lease.is_expired(JOB_LEASES, now))
         .order_by(Job.lease_expires_at)
         .limit(limit)
     )
-    if is_postgres(session):
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     rows = list(session.execute(query))
     if not rows:
         return 0, []
-    still_expired = (Job.status == JobStatus.running.value) & (Job.lease_expires_at < now)
+    still_expired = (Job.status == JobStatus.running.value) & lease.is_expired(JOB_LEASES, now)
     cancelled = [job_id for job_id, cancel in rows if cancel is not None]
     requeued = [job_id for job_id, cancel in rows if cancel is None]
-    released = {"lease_owner": None, "lease_expires_at": None}
+    released = lease.released(JOB_LEASES)
     done = 0
     ended: list[str] = []
     if cancelled:
@@ -274,6 +271,6 @@ def release_owned(session: Session, worker_id: str) -> int:
     result = session.execute(
         update(Job)
         .where(RUNNING, Job.lease_owner.startswith(f"{worker_id}:", autoescape=True))
-        .values(status=JobStatus.queued.value, dispatched_at=None, lease_owner=None, lease_expires_at=None)
+        .values(status=JobStatus.queued.value, dispatched_at=None, **lease.released(JOB_LEASES))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

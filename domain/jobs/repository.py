@@ -12,10 +12,10 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,11 +23,14 @@ from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.jobs import attempts as attempt_log
 from domain.jobs.attempts import AttemptRecord
-from domain.jobs.completion_sql import COMPLETE_AND_LOG, log_params
+from domain.jobs.statements import CLAIM, COMPLETE, COMPLETE_AND_LOG
+from domain.leases import lease
+from domain.leases.tables import JOB_LEASES
 from domain.redaction import redact, redact_value
 from domain.status import JobStatus
+from domain.storage.dialect import dialect_of
 from domain.storage.models import DEFAULT_TENANT, Job, utcnow
-from domain.storage.sessions import Executor, dialect_name
+from domain.storage.sessions import Executor
 from domain.tokens.estimates import UsageColumns
 
 
@@ -206,7 +209,7 @@ def claim_values(
         "claim_id": job_id_,
         "claim_now": now,
         "claim_token": token or new_lease_token(owner),
-        "claim_until": now + timedelta(seconds=lease_seconds),
+        "claim_until": lease.until(now, lease_seconds),
     }
 
 
@@ -230,81 +233,13 @@ def claim_from_row(values: dict[str, Any], row: Any) -> Claim:
     )
 
 
-# The worker's hot path runs these for every job, so they are built once, as Core statements on the table
-# (no ORM synchronisation), with one round trip each: the claim reads what the run needs in its RETURNING.
-_JOBS = cast(Table, Job.__table__)
-CLAIM = (
-    update(_JOBS)
-    .where(
-        _JOBS.c.id == bindparam("claim_id"),
-        or_(
-            _JOBS.c.status == JobStatus.queued.value,
-            and_(
-                _JOBS.c.status == JobStatus.running.value,
-                or_(
-                    _JOBS.c.lease_expires_at < bindparam("claim_now"),
-                    # the same claim again: its answer was lost on the way (a connection cut), and the
-                    # retry with the same token takes the lease it already holds, counting no attempt
-                    _JOBS.c.lease_owner == bindparam("claim_token"),
-                ),
-            ),
-        ),
-        _JOBS.c.cancel_requested_at.is_(None),
-    )
-    .values(
-        status=JobStatus.running.value,
-        lease_owner=bindparam("claim_token"),
-        lease_expires_at=bindparam("claim_until"),
-        attempts=case(
-            (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
-        ),
-        started_at=bindparam("claim_now"),
-    )
-    .returning(
-        _JOBS.c.attempts,
-        _JOBS.c.kind,
-        _JOBS.c.model,
-        _JOBS.c.tier,
-        _JOBS.c.request,
-        _JOBS.c.estimated_tokens,
-        _JOBS.c.webhook_url,
-        _JOBS.c.batch_id,
-    )
-)
-_COMPLETE = (
-    update(_JOBS)
-    .where(
-        _JOBS.c.id == bindparam("fence_id"),
-        _JOBS.c.lease_owner == bindparam("fence_token"),
-        _JOBS.c.status == JobStatus.running.value,
-    )
-    .values(
-        # a cancel requested meanwhile wins, decided under the row's lock
-        status=case(
-            (_JOBS.c.cancel_requested_at.is_(None), JobStatus.succeeded.value),
-            else_=JobStatus.cancelled.value,
-        ),
-        result=bindparam("done_result"),
-        usage=bindparam("done_usage"),
-        prompt_tokens=bindparam("done_prompt_tokens"),
-        completion_tokens=bindparam("done_completion_tokens"),
-        total_tokens=bindparam("done_total_tokens"),
-        cached_tokens=bindparam("done_cached_tokens"),
-        reasoning_tokens=bindparam("done_reasoning_tokens"),
-        images=bindparam("done_images"),
-        limiter_wait_ms=_JOBS.c.limiter_wait_ms + bindparam("done_wait_ms"),
-        lease_owner=None,
-        lease_expires_at=None,
-        finished_at=bindparam("done_at"),
-    )
-    .returning(_JOBS.c.status)
-)
+# The statements the worker runs for every job live in ``domain.jobs.statements``.
 
 
 def _fenced(claim_: Claim) -> Any:
     return and_(
         Job.id == claim_.job_id,
-        Job.lease_owner == claim_.token,
+        lease.held_by(JOB_LEASES, claim_.token),
         Job.status == JobStatus.running.value,
     )
 
@@ -316,10 +251,16 @@ def start_retry(session: Session, claim_: Claim, *, lease_seconds: float) -> boo
         .where(_fenced(claim_), Job.cancel_requested_at.is_(None))
         .values(
             attempts=Job.attempts + 1,
-            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+            lease_expires_at=lease.until(utcnow(), lease_seconds),
         )
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def cancel_requested(session: Session, claim_: Claim) -> bool:
+    """Whether the job was told to cancel, or its lease is no longer the claim's."""
+    row = session.execute(select(Job.cancel_requested_at).where(_fenced(claim_))).one_or_none()
+    return row is None or row[0] is not None
 
 
 def complete(
@@ -334,14 +275,15 @@ def complete(
 ) -> JobStatus | None:
     """Store a success; only the lease holder can. A cancel requested meanwhile wins: the result is kept
     but the job ends cancelled. Answers the status stored (``succeeded`` or ``cancelled``), or ``None``
-    when the lease was lost and nothing was written. ``attempt`` is logged with it, atomically (in one
-    statement on PostgreSQL, ``domain.jobs.completion_sql``), and only when the write landed."""
+    when the lease was lost and nothing was written. ``attempt`` is logged with it, atomically, and only
+    when the write landed: where the database has writable CTEs, in the same statement
+    (``COMPLETE_AND_LOG``)."""
     params = complete_values(
         claim_, result=result, usage=usage, columns=columns, limiter_wait_ms=limiter_wait_ms
     )
-    if attempt is not None and dialect_name(session) == "postgresql":
-        return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_params(attempt)}))
-    stored = stored_status(session.scalar(_COMPLETE, params))
+    if attempt is not None and dialect_of(session).writable_ctes:
+        return stored_status(session.scalar(COMPLETE_AND_LOG, {**params, **log_values(attempt)}))
+    stored = stored_status(session.scalar(COMPLETE, params))
     if stored is not None and attempt is not None:
         attempt_log.record(session, claim_.job_id, attempt)
     return stored
@@ -355,7 +297,7 @@ def complete_values(
     columns: UsageColumns,
     limiter_wait_ms: int,
 ) -> dict[str, Any]:
-    """The parameters of the completion (``COMPLETE_AND_LOG`` adds the attempt's, ``log_params``)."""
+    """The parameters of the completion (``COMPLETE_AND_LOG`` adds the attempt's)."""
     return {
         "fence_id": claim_.job_id,
         "fence_token": claim_.token,
@@ -370,6 +312,11 @@ def complete_values(
         "done_wait_ms": limiter_wait_ms,
         "done_at": utcnow(),
     }
+
+
+def log_values(attempt: AttemptRecord) -> dict[str, Any]:
+    """The parameters ``COMPLETE_AND_LOG`` adds to the completion's: the attempt's log row."""
+    return {f"log_{name}": value for name, value in attempt_log.row_values(attempt).items()}
 
 
 def stored_status(value: str | None) -> JobStatus | None:
@@ -402,8 +349,7 @@ def fail(
             error_status=status_code,
             result=redact_value(body) if body is not None else None,
             limiter_wait_ms=Job.limiter_wait_ms + limiter_wait_ms,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             finished_at=utcnow(),
         )
         .returning(Job.status)
@@ -420,8 +366,7 @@ def release(session: Session, claim_: Claim, *, undo_attempt: bool = False) -> b
         .values(
             attempts=Job.attempts - 1 if undo_attempt else Job.attempts,
             status=JobStatus.queued.value,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             dispatched_at=None,
         )
     )
@@ -435,8 +380,7 @@ def end_cancelled(session: Session, claim_: Claim) -> bool:
         .where(_fenced(claim_))
         .values(
             status=JobStatus.cancelled.value,
-            lease_owner=None,
-            lease_expires_at=None,
+            **lease.released(JOB_LEASES),
             finished_at=utcnow(),
         )
     )

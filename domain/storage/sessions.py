@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.errors import Unavailable
@@ -16,9 +17,18 @@ Executor = Session | Connection
 """What runs a statement: a session, or a bare connection on the worker's hot path."""
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True, **kwargs: Any) -> Engine:
-    """An engine for SQLite (WAL, foreign keys) or PostgreSQL (psycopg 3, pre-ping unless told not to:
-    ``domain.storage.pg_pool.ping_when_idle`` is the cheaper choice for a busy worker)."""
+IDLE_PING_SECONDS = 5.0
+"""A pooled connection idle this long is pinged before use; a busy one, never (a ping per checkout is a
+round trip per request). A connection that broke while in use fails that one statement, which the
+caller maps to ``Unavailable`` and the pool replaces."""
+
+
+def make_engine(
+    database_url: str, *, pool_size: int = 10, pre_ping: bool = True, idle_ping: bool = False, **kwargs: Any
+) -> Engine:
+    """An engine for SQLite (WAL, foreign keys) or PostgreSQL (psycopg 3). A PostgreSQL connection is
+    pinged before every use (``pre_ping``), or, with ``idle_ping``, only after ``IDLE_PING_SECONDS``
+    idle: the cheaper choice for a busy process."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url,
@@ -29,15 +39,47 @@ def make_engine(database_url: str, *, pool_size: int = 10, pre_ping: bool = True
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=pre_ping,
+        pool_pre_ping=pre_ping and not idle_ping,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
         **kwargs,
     )
+    if idle_ping:
+        ping_when_idle(engine, IDLE_PING_SECONDS)
+    return engine
+
+
+_CHECKED_IN = "batchery_checked_in"
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Ping a connection at checkout when it was idle ``idle_seconds`` or more; a dead one is replaced
+    (the pool retries the checkout with a new connection)."""
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any driver error: the connection is unusable
+            raise DisconnectionError("a pooled connection did not answer its ping") from exc
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
+
+
+def autocommit(engine: Engine) -> Engine:
+    """A view of ``engine`` (same pool) whose connections commit each statement by itself: a transaction
+    of one statement then needs no BEGIN and COMMIT."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -101,7 +143,7 @@ def needs_ending(session: Session) -> bool:
 @contextmanager
 def connection_scope(engine: Engine) -> Iterator[Connection]:
     """A bare connection from ``engine``'s pool, for statements that need no session (the worker's hot
-    path runs on an autocommit engine, ``domain.storage.pg_pool.autocommit_engine``). Outages map to
+    path runs on an ``autocommit`` engine). Outages map to
     Unavailable, as in ``session_scope``."""
     try:
         with engine.connect() as connection:
@@ -110,10 +152,3 @@ def connection_scope(engine: Engine) -> Iterator[Connection]:
     except (OperationalError, DBAPIError) as exc:
         raise_if_outage(exc)
         raise
-
-
-def dialect_name(executor: Executor) -> str:
-    """``postgresql`` or ``sqlite``, for a session or a connection."""
-    if isinstance(executor, Connection):
-        return executor.dialect.name
-    return executor.get_bind().dialect.name

@@ -21,11 +21,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Date, and_, cast, func, literal_column, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from config.prices import PriceTable
 from domain.status import JobStatus
+from domain.storage.dialect import dialect_of
 from domain.storage.models import Job
 from domain.tokens.costs import UsageAmounts, usage_cost
 
@@ -60,9 +61,7 @@ def counted_jobs() -> Any:
 
 
 def _day_expression(session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.timezone(literal_column("'UTC'"), Job.finished_at), Date)
-    return func.date(Job.finished_at)  # SQLite keeps UTC timestamps as ISO text
+    return dialect_of(session).utc_day(Job.finished_at)
 
 
 def _as_date(value: object) -> date:

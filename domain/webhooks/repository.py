@@ -5,7 +5,7 @@ attempt ``next_attempt_at`` is set to the next slot, and a periodic poll (``due_
 the ids that are due. No retry waits in the broker, so none comes near its visibility timeout, and a
 restart loses nothing.
 
-An attempt starts with ``claim_delivery``, a conditional UPDATE that takes a lease (``locked_until``)
+An attempt starts with ``claim_delivery``, a conditional UPDATE that takes a lease (``lease_expires_at``)
 and counts the attempt; ``finish_attempt`` writes the outcome only while ``attempt_count`` still
 equals the claimed number. A worker that dies mid-attempt leaves a lease that expires, and the
 delivery becomes due again.
@@ -23,6 +23,9 @@ from sqlalchemy.orm import Session
 
 from domain.errors import Conflict, NotFound
 from domain.ids import new_id
+from domain.leases import lease
+from domain.leases.tables import DELIVERY_LEASES
+from domain.storage.dialect import dialect_of
 from domain.storage.models import WebhookAttempt, WebhookDelivery, utcnow
 
 MAX_ERROR_CHARS = 1000
@@ -32,7 +35,7 @@ class DeliveryStatus(StrEnum):
     """Where a delivery is."""
 
     pending = "pending"
-    """Waiting for its next attempt (``next_attempt_at``), or in one (``locked_until``)."""
+    """Waiting for its next attempt (``next_attempt_at``), or in one (``lease_expires_at``)."""
     succeeded = "succeeded"
     """The receiver answered 2xx."""
     failed = "failed"
@@ -104,7 +107,7 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     return and_(
         WebhookDelivery.status == DeliveryStatus.pending.value,
         WebhookDelivery.next_attempt_at <= now,
-        or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+        lease.is_free(DELIVERY_LEASES, now),
     )
 
 
@@ -118,7 +121,7 @@ def claim_delivery(
         .where(WebhookDelivery.id == delivery_id, _claimable(now))
         .execution_options(synchronize_session=False)
         .values(
-            locked_until=now + timedelta(seconds=lease_seconds),
+            **lease.taken(DELIVERY_LEASES, lease.until(now, lease_seconds)),
             attempt_count=WebhookDelivery.attempt_count + 1,
             round_attempts=WebhookDelivery.round_attempts + 1,
             updated_at=now,
@@ -178,7 +181,7 @@ def finish_attempt(
         .values(
             status=status.value,
             next_attempt_at=next_at,
-            locked_until=None,
+            **lease.released(DELIVERY_LEASES),
             dispatched_at=None,
             last_status_code=record.status_code,
             last_error=error,
@@ -202,8 +205,7 @@ def due_for_dispatch(
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    query = dialect_of(session).lock_skipping(query)
     ids = list(session.scalars(query))
     if ids:
         session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(dispatched_at=now))
@@ -256,7 +258,7 @@ def redeliver(
     Refused while an attempt is in flight. The caller sends the id after committing."""
     now = now or utcnow()
     delivery = get_delivery(session, tenant_id=tenant_id, subject_id=subject_id, delivery_id=delivery_id)
-    idle = or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now)
+    idle = lease.is_free(DELIVERY_LEASES, now)
     done = session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery.id, idle)
@@ -265,7 +267,7 @@ def redeliver(
             status=DeliveryStatus.pending.value,
             round_attempts=0,
             next_attempt_at=now,
-            locked_until=None,
+            **lease.released(DELIVERY_LEASES),
             dispatched_at=now,
             updated_at=now,
         )

@@ -4,6 +4,8 @@ API lists the worker, every tier queue with its length, and the tasks by name wi
 from __future__ import annotations
 
 import base64
+import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import redis
 
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
-from testbed.processes import Process, batchery, free_port, wait_for, wait_http
+from testbed.processes import Process, base_env, batchery, free_port, wait_for, wait_http
 from tests.factories import chat_request
 from tests.support.stack import Stack, running_stack
 
@@ -139,3 +141,39 @@ def test_a_failed_jobs_task_shows_failure_with_the_error(fleet: Fleet) -> None:
     assert f"{error['type']}: {error['message'][:40]}" in failure["exception"]
     assert failed_id in failure["exception"] and "gpt-4o-mini" in failure["exception"]
     assert failure["retries"] == 0
+
+
+def _command_lines() -> dict[int, str]:
+    """Every process's command line, as ``ps`` shows it."""
+    lines: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue  # ended meanwhile
+    return lines
+
+
+def test_flower_is_the_process_that_was_started_a_sigterm_stops_it_and_ps_shows_no_broker_password(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # Redis's default user takes any password (it has none): the URL carries one, as a production URL does
+    secret = "broker-password-2718"
+    broker = redis_url.replace("redis://", f"redis://default:{secret}@", 1)
+    port = free_port()
+    env = base_env(REDIS_URL=broker, BATCHERY_FLOWER_USER=USER, BATCHERY_FLOWER_PASSWORD=PASSWORD)
+    flower = Process("flower-exec", batchery("flower", "--port", str(port)), env, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthcheck", flower)
+        lines = _command_lines()
+        assert "flower" in lines[flower.popen.pid] and "celery" in lines[flower.popen.pid]
+        mine = [pid for pid, line in lines.items() if f"--port={port}" in line or "flower-exec" in line]
+        assert mine == [flower.popen.pid]  # no second process: the command became Flower
+        assert not [line for line in lines.values() if secret in line]
+        os.kill(flower.popen.pid, signal.SIGTERM)  # to the process alone, as a supervisor sends it
+        flower.popen.wait(timeout=20)
+        left = [line for line in _command_lines().values() if f"--port={port}" in line]
+        assert left == []
+    finally:
+        flower.stop()

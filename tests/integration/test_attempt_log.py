@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.main import create_app
 from config.settings import Settings, load_settings
 from domain.jobs import attempts, repository
+from domain.leases.keeper import LeaseKeeper
 from domain.storage.models import Job, utcnow
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers
 from workers.dispatcher import Dispatcher
+from workers.heartbeat import Heartbeat
 from workers.limiter import Budget, MemoryLimiter
 from workers.runner import JobRunner
 from workers.upstream import make_upstream_client
@@ -269,3 +271,33 @@ def test_a_starved_job_backs_off_longer_each_time_before_it_is_given_back(
     first, second, third = (sum(naps) for naps in slept)
     assert 0.8 <= first <= 1.0 and 1.6 <= second <= 2.0 and 3.2 <= third <= 4.0
     assert all(nap <= 0.5 for naps in slept for nap in naps)  # in steps, so shutdown cuts it short
+
+
+def test_a_run_whose_lease_a_renewal_found_gone_stores_nothing(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    """During the call, the job's lease passes and another worker claims it; the heartbeat's next round
+    finds the lease gone. The first run then stores nothing, and the other's claim stands."""
+    job_id = _job(sessions, tier)
+    keeper = LeaseKeeper()
+    taken: list[repository.Claim] = []
+
+    def lease_lost_meanwhile() -> None:
+        with session_scope(sessions) as session:
+            expired = utcnow() - timedelta(seconds=1)
+            session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=expired))
+            other = repository.claim(session, job_id, owner="other-worker", lease_seconds=30)
+            assert other is not None
+            taken.append(other)
+        heartbeat = Heartbeat(keeper, lambda: sessions, interval=5, lease_seconds=30)
+        assert heartbeat.beat() == 0
+
+    runner = _runner(
+        settings, sessions, _upstream((200, OK_BODY), on_call=lease_lost_meanwhile), keeper=keeper
+    )
+    assert runner.run(job_id) == "lease_lost"
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "running" and job.result is None
+        assert job.lease_owner == taken[0].token and job.attempts == 2
+    assert _log(sessions, job_id) == []  # the first run's attempt is not logged as a success

@@ -249,3 +249,35 @@ def test_take_skips_rows_another_transaction_holds(postgres_url: str, tmp_path: 
         sent = session.scalars(select(Job.id).where(Job.id.in_(ids), Job.dispatched_at.is_not(None)))
         assert sorted(sent) == sorted(ids[3:])
     engine.dispose()
+
+
+def test_a_dead_workers_jobs_return_in_the_round_after_expiry_with_their_priority_and_place(
+    tmp_path: Path, database_url: str, redis_url: str, sessions: sessionmaker[Session], tier: str
+) -> None:
+    """Window 4: two running jobs of a dead worker (one urgent, one the oldest of its tenant) expire;
+    the very next round puts them back in the window ahead of the newer backlog of their tenant."""
+    settings = _settings(tmp_path, database_url, redis_url, tier)
+    urgent = _jobs(sessions, tier, 1, tenant_id="a", priority=5)[0]
+    oldest = _jobs(sessions, tier, 1, tenant_id="a")[0]
+    newer = _jobs(sessions, tier, 6, tenant_id="a")
+    with session_scope(sessions) as session:
+        for job_id in (urgent, oldest):
+            assert repository.claim(session, job_id, owner="dead-worker", lease_seconds=60) is not None
+    sender = Recorder()
+    dispatcher = Dispatcher(settings, sessions, sender, tiers=[tier])
+    assert dispatcher.dispatch_tier(tier).dispatched == 4
+    assert sender.sent == newer[:4]
+    with session_scope(sessions) as session:  # a live worker takes them; the dead worker's leases pass
+        for job_id in newer[:4]:
+            assert repository.claim(session, job_id, owner="live-worker", lease_seconds=60) is not None
+        expired = utcnow() - timedelta(seconds=0.1)
+        session.execute(update(Job).where(Job.id.in_([urgent, oldest])).values(lease_expires_at=expired))
+    sender.sent.clear()
+    result = dispatcher.dispatch_tier(tier)
+    assert result.requeued == 2
+    # priority first, then its place in the lane (the oldest), ahead of the newer backlog
+    assert sender.sent == [urgent, oldest, *newer[4:]]
+    with session_scope(sessions) as session:
+        rows = session.execute(select(Job.id, Job.priority).where(Job.id.in_([urgent, oldest]))).all()
+        priorities = {str(row[0]): int(row[1]) for row in rows}
+    assert priorities == {urgent: 5, oldest: 0}

@@ -17,9 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_configured_credentials_reach_flower_through_its_environment() -> None:
-    settings = load_settings(flower_user="ops", flower_password="correct-horse-battery")
+    broker = "redis://default:broker-secret@127.0.0.1:6379/3"
+    settings = load_settings(flower_user="ops", flower_password="correct-horse-battery", redis_url=broker)
     env, note = flower_env(settings, {"PATH": "/bin"})
-    assert env == {"PATH": "/bin", "FLOWER_BASIC_AUTH": "ops:correct-horse-battery"} and note is None
+    assert env == {
+        "PATH": "/bin",
+        "FLOWER_BASIC_AUTH": "ops:correct-horse-battery",
+        "CELERY_BROKER_URL": broker,
+    }
+    assert note is None
 
 
 def test_a_laptop_without_a_password_gets_a_generated_one() -> None:

@@ -1,6 +1,7 @@
-"""The worker's hot-path writes on PostgreSQL and SQLite: the claim in one statement, the success and its
-attempt-log row together (one statement on PostgreSQL, autocommit), bulk inserts, and pooled
-connections pinged only after being idle."""
+"""The worker's writes on PostgreSQL and SQLite: the claim in one statement, the success and its
+attempt-log row together (one statement on PostgreSQL, autocommit), the same two statements run on the
+driver (``domain.storage.direct``) on PostgreSQL, bulk inserts, and pooled connections pinged only
+after being idle."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.jobs import repository
+from domain.errors import Unavailable
+from domain.jobs import repository, statements
 from domain.jobs.attempts import AttemptOutcome, AttemptRecord, list_attempts
 from domain.jobs.bulk import fast_path_quota, insert_jobs
 from domain.status import JobStatus
+from domain.storage.direct import DirectStatement
 from domain.storage.models import Job, utcnow
-from domain.storage.pg_pool import autocommit_engine, ping_when_idle
-from domain.storage.sessions import connection_scope, make_engine, session_scope
+from domain.storage.sessions import autocommit, connection_scope, make_engine, ping_when_idle, session_scope
 from domain.tokens.estimates import UsageColumns
 from tests.factories import new_job
 
@@ -36,7 +38,7 @@ def _stored(sessions: sessionmaker[Session], **overrides: Any) -> str:
 
 
 def _claim(sessions: sessionmaker[Session], job_id: str) -> repository.Claim:
-    with connection_scope(autocommit_engine(sessions.kw["bind"])) as connection:  # as the worker claims
+    with connection_scope(autocommit(sessions.kw["bind"])) as connection:  # as the worker claims
         claim = repository.claim(connection, job_id, owner="w1", lease_seconds=60)
     assert claim is not None
     return claim
@@ -69,7 +71,7 @@ def test_a_success_and_its_attempt_are_stored_together_and_only_by_the_lease_hol
     claim = _claim(sessions, job_id)
     stale = replace(claim, token="w0:expired")  # a worker whose lease was taken over
 
-    on_a_connection = autocommit_engine(sessions.kw["bind"])  # as the worker writes a plain completion
+    on_a_connection = autocommit(sessions.kw["bind"])  # as the worker writes a plain completion
     with connection_scope(on_a_connection) as connection:
         lost = repository.complete(
             connection, stale, result={"id": "x"}, usage=None, columns=COLUMNS, attempt=_attempt()
@@ -159,7 +161,7 @@ def test_a_claim_tried_again_with_its_token_takes_its_own_lease_without_a_new_at
 ) -> None:
     job_id = _stored(sessions)
     token = repository.new_lease_token("w1")
-    engine = autocommit_engine(sessions.kw["bind"])
+    engine = autocommit(sessions.kw["bind"])
     with connection_scope(engine) as connection:  # landed, but say its answer was lost on the way
         first = repository.claim(connection, job_id, owner="w1", lease_seconds=60, token=token)
     with connection_scope(engine) as connection:
@@ -168,3 +170,70 @@ def test_a_claim_tried_again_with_its_token_takes_its_own_lease_without_a_new_at
 
     assert first is not None and again is not None and other is None
     assert (first.token, first.attempt) == (again.token, again.attempt) == (token, 1)
+
+
+def test_the_direct_statements_claim_and_complete_as_sqlalchemy_does(postgres_url: str) -> None:
+    engine = make_engine(postgres_url, pool_size=2, idle_ping=True)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    claim_direct = DirectStatement(statements.CLAIM, engine)
+    complete_direct = DirectStatement(statements.COMPLETE_AND_LOG, engine)
+    try:
+        job_id = _stored(sessions)
+        values = repository.claim_values(job_id, owner="w1", lease_seconds=60)
+        claim = repository.claim_from_row(values, claim_direct.fetch_one(values))
+        assert (claim.attempt, claim.kind, claim.has_webhook) == (1, "chat", False)
+        assert claim_direct.fetch_one(repository.claim_values(job_id, owner="w2", lease_seconds=60)) is None
+
+        def complete(claim_: repository.Claim) -> Any:
+            params = repository.complete_values(
+                claim_, result={"id": "r"}, usage={"total_tokens": 12}, columns=COLUMNS, limiter_wait_ms=3
+            )
+            return complete_direct.fetch_one({**params, **repository.log_values(_attempt())})
+
+        assert complete(replace(claim, token="w0:expired")) is None  # fenced
+        assert complete(claim).status == "succeeded"
+        with session_scope(sessions) as session:
+            job = session.get(Job, job_id)
+            assert job is not None and job.status == "succeeded" and job.result == {"id": "r"}
+            assert (job.total_tokens, job.limiter_wait_ms, job.lease_owner) == (12, 3, None)
+            assert job.updated_at == job.finished_at
+            assert [(r.number, r.outcome) for r in list_attempts(session, job_id)] == [(1, "succeeded")]
+        # the pool is the engine's own: its connections go back in autocommit off
+        with engine.connect() as connection:
+            assert connection.execute(text("SHOW transaction_isolation")).scalar_one() == "read committed"
+            assert connection.in_transaction()
+    finally:
+        engine.dispose()
+
+
+def test_a_direct_statement_on_a_connection_that_died_reports_unavailable_then_recovers(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url, pool_size=1, pre_ping=False)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    claim_direct = DirectStatement(statements.CLAIM, engine)
+    try:
+        first, second = _stored(sessions), _stored(sessions)
+        with engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        killer = make_engine(postgres_url, pool_size=1)
+        with killer.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.dispose()
+        with pytest.raises(Unavailable):  # no ping: the statement meets the dead connection
+            claim_direct.fetch_one(repository.claim_values(first, owner="w1", lease_seconds=60))
+        row = claim_direct.fetch_one(repository.claim_values(second, owner="w1", lease_seconds=60))
+        assert row is not None and row.attempts == 1  # on a new connection
+    finally:
+        engine.dispose()
+
+
+def test_a_direct_statement_that_cannot_connect_reports_unavailable() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none", pool_size=1)
+    try:
+        with pytest.raises(Unavailable):
+            DirectStatement(statements.CLAIM, engine).fetch_one(
+                repository.claim_values("job_x", owner="w1", lease_seconds=60)
+            )
+    finally:
+        engine.dispose()
