@@ -20,7 +20,8 @@ from domain.metrics.store import MetricStore
 from domain.metrics.tier_counts import tier_counts
 from domain.status import JobStatus
 from domain.storage.sessions import session_scope
-from workers.limiter import Budget, Limiter
+from workers.buckets import Budget
+from workers.limiter import Limiter
 
 WINDOW_NAMES = ("requests", "tokens", "waits", "wait_us", "429", "errors", "failed")
 

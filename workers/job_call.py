@@ -21,8 +21,9 @@ from domain.status import JobKind
 from domain.storage.models import utcnow
 from domain.tokens.estimates import Cost, actual_cost, estimate_cost
 from workers import run_metrics, upstream
+from workers.buckets import Budget
 from workers.learned_limits import LearnedLimits
-from workers.limiter import Budget, Limiter
+from workers.limiter import Limiter
 from workers.ratelimit_headers import parse_rate_limit_headers
 from workers.retry import server_delay
 from workers.shutdown import ShuttingDown

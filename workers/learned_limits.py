@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from workers.limiter import Budget
+from workers.buckets import Budget
 from workers.ratelimit_headers import RateLimitState
 
 

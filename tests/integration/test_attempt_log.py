@@ -25,9 +25,10 @@ from domain.storage.sessions import make_engine, make_session_factory, session_s
 from tests.factories import new_job
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers
+from workers.buckets import Budget
 from workers.dispatcher import Dispatcher
 from workers.heartbeat import Heartbeat
-from workers.limiter import Budget, MemoryLimiter
+from workers.limiter import MemoryLimiter
 from workers.runner import JobRunner
 from workers.upstream import make_upstream_client
 

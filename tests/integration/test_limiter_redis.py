@@ -26,7 +26,8 @@ from redis.retry import Retry
 
 from domain.tokens.estimates import Cost
 from tests.unit.test_limiter_math import BUDGET, Harness, LimiterBehaviour
-from workers.limiter import Budget, LimiterUnavailable, RedisLimiter
+from workers.buckets import Budget
+from workers.limiter import LimiterUnavailable, RedisLimiter
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,8 @@ WORKER = """
 import json, random, sys, time
 import redis
 from domain.tokens.estimates import Cost
-from workers.limiter import Budget, RedisLimiter
+from workers.buckets import Budget
+from workers.limiter import RedisLimiter
 
 url, prefix, name, rpm, mode, start_at, seconds = sys.argv[1:8]
 limiter = RedisLimiter(redis.Redis.from_url(url), prefix)

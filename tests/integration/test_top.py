@@ -18,7 +18,8 @@ from domain.metrics.store import MetricBatch, MetricStore
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from testbed.processes import ROOT, base_env, batchery
 from tests.factories import new_job
-from workers.limiter import Budget, RedisLimiter
+from workers.buckets import Budget
+from workers.limiter import RedisLimiter
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from workers.buckets import Budget
 from workers.learned_limits import LearnedLimits
-from workers.limiter import Budget
 from workers.ratelimit_headers import RateLimitState
 
 pytestmark = pytest.mark.unit

@@ -15,18 +15,8 @@ import pytest
 from config.tiers import ModelLimits
 from domain.storage.redis_keys import RedisKeys
 from domain.tokens.estimates import Cost
-from workers.limiter import (
-    Budget,
-    Limiter,
-    LimiterTimeout,
-    MemoryLimiter,
-    lower,
-    observe_ceilings,
-    refill,
-    settle_levels,
-    take,
-    wait_seconds,
-)
+from workers.buckets import Budget, lower, observe_ceilings, refill, settle_levels, take, wait_seconds
+from workers.limiter import Limiter, LimiterTimeout, MemoryLimiter
 from workers.ratelimit_headers import RateLimitState
 
 pytestmark = pytest.mark.unit

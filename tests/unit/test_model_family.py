@@ -10,7 +10,7 @@ import pytest
 from config.prices import load_prices
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers, model_family, parse_tiers
 from simulator.model_limits import build_limit_table
-from workers.limiter import Budget
+from workers.buckets import Budget
 
 TIERS = load_tiers(DEFAULT_TIERS_FILE)
 
