@@ -69,7 +69,9 @@ def _insert_jobs(url: str, count: int) -> list[str]:
     request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}
     with sessions.begin() as session:
         ids = [
-            repository.create_job(session, NewJob("chat", "gpt-4o-mini", "standard", request))[0].id
+            repository.create_job(
+                session, NewJob("chat", "gpt-4o-mini", "standard", request, tenant_id="default")
+            )[0].id
             for _ in range(count)
         ]
     engine.dispose()

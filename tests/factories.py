@@ -50,6 +50,7 @@ def new_job(kind: str = "chat", tier: str = "standard", **overrides: Any) -> New
         "tier": tier,
         "request": request,
         "estimated_tokens": 40,
+        "tenant_id": "default",
     }
     values.update(overrides)
     return NewJob(**values)

@@ -84,7 +84,7 @@ def _submit(
         session, new, request_fingerprint=fingerprint, dispatched_at=utcnow() if fast else None
     )
     if created:
-        admit_submission(session, tenant, limit=settings.max_queued_jobs_per_tenant)
+        admit_submission(session, tenant_id=tenant, limit=settings.max_queued_jobs_per_tenant)
     fast_path = created and fast
     session.commit()
     if fast_path and not enqueuer.send(job.id, tier.queue):

@@ -95,7 +95,7 @@ def _store(
     tenant: str,
     jobs: list[NewJob],
 ) -> list[StoredJob]:
-    ensure_queue_room(session, tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
+    ensure_queue_room(session, tenant_id=tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
     tiers = settings.tiers.tiers
     wanted = Counter(job.tier for job in jobs)
     room = {name: rooms.take(session, settings, tiers[name], count) for name, count in wanted.items()}

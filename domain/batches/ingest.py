@@ -240,7 +240,7 @@ def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime)
     if pending:
         _insert_jobs(session, batch, pending, now)
     try:
-        ensure_queue_room(session, batch.tenant_id, limit=settings.max_queued_jobs_per_tenant)
+        ensure_queue_room(session, tenant_id=batch.tenant_id, limit=settings.max_queued_jobs_per_tenant)
     except TooManyRequests as exc:
         session.rollback()
         return _fail(session, batch, [LineError(exc.code, exc.message, None, None)], now)

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from domain.errors import Conflict
 from domain.jobs.repository import get_job
 from domain.status import JobStatus
-from domain.storage.models import DEFAULT_TENANT, Job, utcnow
+from domain.storage.models import Job, utcnow
 
 
-def cancel(session: Session, job_id: str, *, tenant_id: str = DEFAULT_TENANT) -> tuple[Job, bool]:
+def cancel(session: Session, job_id: str, *, tenant_id: str) -> tuple[Job, bool]:
     """Cancel ``job_id`` (see the module docstring); raises NotFound or Conflict."""
     job = get_job(session, job_id, tenant_id=tenant_id)
     now = utcnow()

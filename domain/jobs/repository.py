@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +29,7 @@ from domain.leases.tables import JOB_LEASES
 from domain.redaction import redact, redact_value
 from domain.status import JobStatus
 from domain.storage.dialect import dialect_of
-from domain.storage.models import DEFAULT_TENANT, Job, utcnow
+from domain.storage.models import Job, utcnow
 from domain.storage.sessions import Executor
 from domain.tokens.estimates import UsageColumns
 
@@ -46,7 +46,7 @@ class NewJob:
     priority: int = 0
     metadata: dict[str, str] | None = None
     webhook_url: str | None = None
-    tenant_id: str = DEFAULT_TENANT
+    tenant_id: str = field(kw_only=True)
     idempotency_key: str | None = None
 
 
@@ -128,7 +128,7 @@ def _same_request(existing: Job, fingerprint: str | None) -> Job:
     return existing
 
 
-def get_job(session: Session, job_id_: str, *, tenant_id: str = DEFAULT_TENANT) -> Job:
+def get_job(session: Session, job_id_: str, *, tenant_id: str) -> Job:
     job = session.get(Job, job_id_)
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"no job {job_id_!r}", param="id")
@@ -138,7 +138,7 @@ def get_job(session: Session, job_id_: str, *, tenant_id: str = DEFAULT_TENANT) 
 def list_jobs(
     session: Session,
     *,
-    tenant_id: str = DEFAULT_TENANT,
+    tenant_id: str,
     status: str | None = None,
     kind: str | None = None,
     tier: str | None = None,
@@ -159,7 +159,7 @@ def list_jobs(
     return rows[:limit], len(rows) > limit
 
 
-def cancel_job(session: Session, job_id_: str, *, tenant_id: str = DEFAULT_TENANT) -> Job:
+def cancel_job(session: Session, job_id_: str, *, tenant_id: str) -> Job:
     """A queued job is cancelled at once; a running one when its current call returns."""
     job = get_job(session, job_id_, tenant_id=tenant_id)
     now = utcnow()

@@ -177,7 +177,7 @@ def _touch(session: Session, row: ApiKey, now: datetime) -> None:
     )
 
 
-def list_keys(session: Session, *, tenant_id: str | None = None) -> list[ApiKey]:
+def list_keys(session: Session, *, tenant_id: str | None) -> list[ApiKey]:
     """Every key, oldest first, optionally of one tenant. Rows hold hashes only."""
     query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
     if tenant_id is not None:

@@ -33,7 +33,7 @@ class TenantQueueFull(TooManyRequests):
     code = "tenant_queue_full"
 
 
-def queued_count_query(tenant_id: str, *, cap: int) -> Select[int]:
+def queued_count_query(*, tenant_id: str, cap: int) -> Select[int]:
     """``SELECT count(*)`` over at most ``cap`` index entries of the tenant's queued jobs."""
     window = (
         select(literal(1))
@@ -45,18 +45,18 @@ def queued_count_query(tenant_id: str, *, cap: int) -> Select[int]:
     return select(func.count()).select_from(window)
 
 
-def queued_jobs(session: Session, tenant_id: str, *, cap: int) -> int:
+def queued_jobs(session: Session, *, tenant_id: str, cap: int) -> int:
     """The tenant's queued jobs, counted up to ``cap`` (the answer is ``cap`` when there are more)."""
-    return int(session.scalar(queued_count_query(tenant_id, cap=cap)) or 0)
+    return int(session.scalar(queued_count_query(tenant_id=tenant_id, cap=cap)) or 0)
 
 
-def ensure_queue_room(session: Session, tenant_id: str, *, limit: int, adding: int = 0) -> None:
+def ensure_queue_room(session: Session, *, tenant_id: str, limit: int, adding: int = 0) -> None:
     """Raise TenantQueueFull when the tenant's queued jobs plus ``adding`` more would exceed ``limit``.
 
     Call it after inserting (``adding=0``, the new rows are counted) or before (``adding=n``)."""
     if adding > limit:
         raise _full(f"{adding} jobs are more than the {limit} this tenant may have queued")
-    count = queued_jobs(session, tenant_id, cap=limit - adding + 1)
+    count = queued_jobs(session, tenant_id=tenant_id, cap=limit - adding + 1)
     if count + adding > limit:
         raise _full(f"this tenant already has {limit} queued jobs, the most it may have")
 
@@ -89,7 +89,7 @@ class QueueRoom:
         self._lock = threading.Lock()
         self._tally: dict[str, tuple[int, float]] = {}
 
-    def admit_one(self, session: Session, tenant_id: str, *, limit: int) -> None:
+    def admit_one(self, session: Session, *, tenant_id: str, limit: int) -> None:
         """Call after inserting one job (it is counted); raises TenantQueueFull over the limit."""
         now = self._clock()
         with self._lock:
@@ -98,7 +98,7 @@ class QueueRoom:
             if seen is not None and fresh and seen[0] + 1 <= limit - max(1, limit // 10):
                 self._tally[tenant_id] = (seen[0] + 1, seen[1])
                 return
-        count = self._count(session, tenant_id, cap=limit + 1)
+        count = self._count(session, tenant_id=tenant_id, cap=limit + 1)
         with self._lock:
             if len(self._tally) >= self._max_tenants:
                 self._tally.clear()
@@ -110,6 +110,6 @@ class QueueRoom:
 _submissions = QueueRoom()
 
 
-def admit_submission(session: Session, tenant_id: str, *, limit: int) -> None:
+def admit_submission(session: Session, *, tenant_id: str, limit: int) -> None:
     """``QueueRoom.admit_one`` on this process's tally (the API calls it for each new job)."""
-    _submissions.admit_one(session, tenant_id, limit=limit)
+    _submissions.admit_one(session, tenant_id=tenant_id, limit=limit)

@@ -129,7 +129,7 @@ def test_retries_are_logged_with_their_waits(
     assert _log(sessions, job_id) == [(1, "retrying", 503), (2, "retrying", 500), (3, "succeeded", 200)]
     with session_scope(sessions) as session:
         rows = attempts.list_attempts(session, job_id)
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert job.attempts == 3 and job.status == "succeeded"
         assert rows[0].error == "upstream said 503" and rows[0].error_type == "server_error"
         assert rows[0].wait_before_next_seconds is not None and rows[0].wait_before_next_seconds > 0
@@ -145,7 +145,7 @@ def test_a_permanent_error_is_one_failed_attempt(
     assert _runner(settings, sessions, client).run(job_id) == "failed"
     assert _log(sessions, job_id) == [(1, "failed", 400)]
     with session_scope(sessions) as session:
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert (job.status, job.error_status, job.error_message) == ("failed", 400, "bad messages")
 
 
@@ -173,7 +173,7 @@ def test_shutdown_gives_the_job_back_uncounted(
     assert runner.run(job_id) == "requeued"
     assert calls == [] and _log(sessions, job_id) == []
     with session_scope(sessions) as session:
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert (job.status, job.attempts, job.dispatched_at, job.lease_owner) == ("queued", 0, None, None)
 
 
@@ -184,7 +184,7 @@ def test_a_cancel_during_retries_ends_the_job_after_its_call(
 
     def cancel() -> None:
         with session_scope(sessions) as session:
-            repository.cancel_job(session, job_id)
+            repository.cancel_job(session, job_id, tenant_id="default")
 
     calls: list[int] = []
     client = _upstream((503, _error(503)), on_call=lambda: (calls.append(1), cancel()))
@@ -192,7 +192,7 @@ def test_a_cancel_during_retries_ends_the_job_after_its_call(
     assert len(calls) == 1  # never retried after the cancel
     assert _log(sessions, job_id) == [(1, "failed", 503)]
     with session_scope(sessions) as session:
-        assert repository.get_job(session, job_id).status == "cancelled"
+        assert repository.get_job(session, job_id, tenant_id="default").status == "cancelled"
 
 
 def test_a_cancel_during_a_successful_call_keeps_its_result(
@@ -202,12 +202,12 @@ def test_a_cancel_during_a_successful_call_keeps_its_result(
 
     def cancel() -> None:
         with session_scope(sessions) as session:
-            repository.cancel_job(session, job_id)
+            repository.cancel_job(session, job_id, tenant_id="default")
 
     client = _upstream((200, OK_BODY), on_call=cancel)
     _runner(settings, sessions, client).run(job_id)
     with session_scope(sessions) as session:
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert job.status == "cancelled"
         assert job.result == OK_BODY and job.total_tokens == 6
     assert _log(sessions, job_id) == [(1, "succeeded", 200)]
@@ -267,7 +267,7 @@ def test_a_starved_job_backs_off_longer_each_time_before_it_is_given_back(
         assert runner.run(job_id) == "requeued"
         slept.append(naps)
         with session_scope(sessions) as session:
-            job = repository.get_job(session, job_id)
+            job = repository.get_job(session, job_id, tenant_id="default")
             assert (job.status, job.attempts, job.dispatched_at) == ("queued", 0, None)
     first, second, third = (sum(naps) for naps in slept)
     assert 0.8 <= first <= 1.0 and 1.6 <= second <= 2.0 and 3.2 <= third <= 4.0

@@ -133,7 +133,7 @@ def test_expired_leases_go_back_to_the_backlog_and_a_cancel_is_honoured(
     with session_scope(sessions) as session:
         for job_id in (lost, cancelled):
             assert repository.claim(session, job_id, owner="dead-worker", lease_seconds=60) is not None
-        repository.cancel_job(session, cancelled)
+        repository.cancel_job(session, cancelled, tenant_id="default")
         session.execute(
             update(Job)
             .where(Job.id.in_([lost, cancelled]))

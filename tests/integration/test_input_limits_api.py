@@ -84,9 +84,9 @@ def test_queued_count_is_capped_and_uses_the_index(postgres_url: str) -> None:
                 repository.create_job(session, new_job(tenant_id=tenant))
             repository.create_job(session, new_job(tenant_id=tenant + "-other"))
         with session_scope(make_session_factory(engine)) as session:
-            assert queued_jobs(session, tenant, cap=3) == 3
-            assert queued_jobs(session, tenant, cap=100) == 5
-            query = queued_count_query(tenant, cap=100)
+            assert queued_jobs(session, tenant_id=tenant, cap=3) == 3
+            assert queued_jobs(session, tenant_id=tenant, cap=100) == 5
+            query = queued_count_query(tenant_id=tenant, cap=100)
             compiled = str(
                 query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
             )

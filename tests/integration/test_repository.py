@@ -30,7 +30,7 @@ def _create(sessions: sessionmaker[Session], **overrides: object) -> str:
 def test_create_and_read_back(sessions: sessionmaker[Session]) -> None:
     job_id = _create(sessions, metadata={"k": "v"})
     with session_scope(sessions) as session:
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert job.status == JobStatus.queued.value
         assert job.request["messages"][0]["content"] == "Say hello"
         assert job.meta == {"k": "v"}
@@ -62,7 +62,7 @@ def test_claim_is_exclusive_and_completion_is_fenced(sessions: sessionmaker[Sess
         )
     assert stored is JobStatus.succeeded
     with session_scope(sessions) as session:
-        job = repository.get_job(session, job_id)
+        job = repository.get_job(session, job_id, tenant_id="default")
         assert job.status == JobStatus.succeeded.value
         assert job.result == {"ok": 1}
         assert (job.total_tokens, job.attempts) == (7, 2)
@@ -72,17 +72,17 @@ def test_cancel_queued_and_running(sessions: sessionmaker[Session]) -> None:
     queued = _create(sessions)
     running = _create(sessions)
     with session_scope(sessions) as session:
-        assert repository.cancel_job(session, queued).status == JobStatus.cancelled.value
+        assert repository.cancel_job(session, queued, tenant_id="default").status == JobStatus.cancelled.value
         claim = repository.claim(session, running, owner="w", lease_seconds=60)
     assert claim is not None
     with session_scope(sessions) as session:
-        assert repository.cancel_job(session, running).status == JobStatus.running.value
+        assert repository.cancel_job(session, running, tenant_id="default").status == JobStatus.running.value
         assert repository.start_retry(session, claim, lease_seconds=60) is False
         assert repository.end_cancelled(session, claim) is True
     with session_scope(sessions) as session:
-        assert repository.get_job(session, running).status == JobStatus.cancelled.value
+        assert repository.get_job(session, running, tenant_id="default").status == JobStatus.cancelled.value
         with pytest.raises(Conflict):
-            repository.cancel_job(session, running)
+            repository.cancel_job(session, running, tenant_id="default")
 
 
 def test_idempotency_key(sessions: sessionmaker[Session]) -> None:

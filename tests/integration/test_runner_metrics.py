@@ -116,7 +116,7 @@ def test_a_cancel_requested_during_the_call_is_counted_as_cancelled(
     try:
         outcome = metrics.run(job.id, runner.run)
         with session_scope(sessions) as session:
-            row = repository.get_job(session, job.id)
+            row = repository.get_job(session, job.id, tenant_id="default")
             status, kept = row.status, row.result if stored_fields == "result" else row.error_type
     finally:
         runner.close()

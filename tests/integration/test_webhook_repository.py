@@ -171,8 +171,8 @@ def test_only_a_terminal_job_with_a_webhook_url_records_an_event(sessions: sessi
         plain, _ = repository.create_job(session, new_job())
         hooked, _ = repository.create_job(session, new_job(webhook_url=URL))
         assert events.record_job_event(session, hooked.id, settings) is None  # still queued
-        repository.cancel_job(session, plain.id)
-        repository.cancel_job(session, hooked.id)
+        repository.cancel_job(session, plain.id, tenant_id="default")
+        repository.cancel_job(session, hooked.id, tenant_id="default")
         assert events.record_job_event(session, plain.id, settings) is None
         delivery_id = events.record_job_event(session, hooked.id, settings)
         assert delivery_id is not None

@@ -26,7 +26,7 @@ class Backlog:
     def submit(self, room: QueueRoom, tenant: str, limit: int) -> bool:
         self.queued[tenant] = self.queued.get(tenant, 0) + 1  # inserted first, then admitted
         try:
-            room.admit_one(None, tenant, limit=limit)  # type: ignore[arg-type]
+            room.admit_one(None, tenant_id=tenant, limit=limit)  # type: ignore[arg-type]
         except TenantQueueFull:
             self.queued[tenant] -= 1  # the transaction rolls back
             return False
