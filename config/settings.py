@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     upstream_max_connections: int = Field(default=512, ge=1)
     # A worker holds a database connection only to claim a job and to store its outcome, never during
-    # the upstream call, so a few serve hundreds of threads. None: the threads + 2, at most 64.
+    # the upstream call, so a few serve hundreds of threads. None: 8 + threads // 50, at most 24
+    # (workers.tasks.default_pool_size), with as many again opened for a burst and closed after.
     worker_db_pool_size: int | None = Field(default=None, ge=1, le=256)
     sweep_interval_seconds: float = Field(default=10.0, gt=0)
     resend_after_seconds: float = Field(default=300.0, gt=0)
