@@ -20,6 +20,7 @@ from domain.leases import tables as leased_tables
 from domain.leases.keeper import LeaseKeeper
 from domain.status import JobStatus
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.tokens.text import warm_up as warm_up_tokenizers
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
@@ -35,7 +36,6 @@ from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 log = logging.getLogger(__name__)
 
 
-
 def default_pool_size(concurrency: int) -> int:
     """Database connections a worker process keeps: 8, plus one for every 50 threads, at most 24.
 
@@ -46,6 +46,7 @@ def default_pool_size(concurrency: int) -> int:
     and keeps at most this many idle: 9 for a worker serving every default tier (60 threads), 16 at 400.
     """
     return min(8 + concurrency // 50, 24)
+
 
 class WorkerState:
     """Per-process resources, built on first use (after fork, never at import)."""
@@ -77,6 +78,7 @@ class WorkerState:
     def runner(self) -> JobRunner:
         with self._lock:
             if self._runner is None:
+                warm_up_tokenizers()  # each job's estimate counts exact tokens; load the encodings once
                 pool_size = self.settings.worker_db_pool_size or default_pool_size(self.concurrency)
                 engine = make_engine(self.settings.database_url, pool_size=pool_size, idle_ping=True)
                 client = make_upstream_client(max_connections=self.settings.upstream_max_connections)
