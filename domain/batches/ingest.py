@@ -33,7 +33,7 @@ from domain.ids import new_ids
 from domain.jobs.input_limits import InputLimits, check_request
 from domain.jobs.json_safety import check_json, printable, text_problem
 from domain.jobs.schemas import validate_body, with_model
-from domain.jobs.token_bounds import check_output_tokens, stored_estimate
+from domain.jobs.token_bounds import check_context_window, check_output_tokens, stored_estimate
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Batch, Job
 from domain.tenancy.quotas import ensure_queue_room
@@ -127,7 +127,9 @@ class LineChecker:
             model = validate_body(kind, body)
             body = with_model(body, model)
             check_request(self.limits, body, param="body")
-            check_output_tokens(body, model, self.tiers.limits_for(model), param="body")
+            limits = self.tiers.limits_for(model)
+            check_output_tokens(body, model, limits, param="body")
+            check_context_window(kind.value, body, model, limits, param="body")
         except InvalidRequest as exc:
             code = "invalid_body" if exc.code == InvalidRequest.code else exc.code
             return LineError(code, _body_param(exc.message) or code, _body_param(exc.param), number)

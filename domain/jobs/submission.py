@@ -40,7 +40,7 @@ from domain.jobs.input_limits import InputLimits, check_job
 from domain.jobs.json_safety import check_json, printable
 from domain.jobs.repository import NewJob
 from domain.jobs.schemas import JobCreate, validate_body, with_model
-from domain.jobs.token_bounds import check_output_tokens, stored_estimate
+from domain.jobs.token_bounds import check_context_window, check_output_tokens, stored_estimate
 from domain.tenancy.fair_share import window_size
 from domain.tokens.estimates import estimate_cost
 
@@ -78,7 +78,9 @@ class Submission:
         if body.webhook_url is not None:
             self.check_webhook(body.webhook_url)
         tier = self.tier_for(model)
-        check_output_tokens(request, model, self.settings.tiers.limits_for(model))
+        limits = self.settings.tiers.limits_for(model)
+        check_output_tokens(request, model, limits)
+        check_context_window(body.kind.value, request, model, limits)
         cost = estimate_cost(body.kind.value, request, default_max_tokens=self.settings.default_max_tokens)
         return NewJob(
             kind=body.kind.value,

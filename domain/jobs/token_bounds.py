@@ -5,6 +5,10 @@ are reserved from the model's shared token bucket before the call, so an unbound
 job take every tenant's budget for hours. Each is refused with 422 ``max_tokens_too_large`` (``param``
 naming the field) above the model's ``max_output_tokens`` or ``context_window`` from the tiers file,
 and, for a model without them, above ``config.tiers.HARD_MAX_OUTPUT_TOKENS``.
+
+A chat, vision or Responses job whose prompt plus the reply it asks room for exceeds the model's
+``context_window`` is refused with 422 ``context_length_exceeded`` and the counts, before it costs an
+upstream round trip and a 400.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from config.tiers import HARD_MAX_OUTPUT_TOKENS, ModelLimits
 from domain.errors import LimitExceeded
+from domain.tokens.estimates import window_need
 
 OUTPUT_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 MAX_STORED_ESTIMATE = 2**31 - 1
@@ -57,3 +62,25 @@ def _shown(value: float) -> str:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def check_context_window(
+    kind: str, request: Mapping[str, Any], model: str, limits: ModelLimits | None, *, param: str = "request"
+) -> None:
+    """Raise LimitExceeded (``context_length_exceeded``) when the prompt and the reply asked for do not
+    fit ``model``'s context window. Models without a known window are not checked."""
+    window = limits.context_window if limits is not None else None
+    if window is None:
+        return
+    need = window_need(kind, request)
+    if need is None or need.total <= window:
+        return
+    asked = (
+        f" and asks for up to {need.completion_tokens} completion tokens" if need.completion_tokens else ""
+    )
+    raise LimitExceeded(
+        f"{param}: model {model!r} has a context window of {window} tokens; the request holds "
+        f"{need.prompt_tokens} prompt tokens{asked} ({need.total} in all)",
+        param=f"{param}.messages" if kind != "response" else f"{param}.input",
+        code="context_length_exceeded",
+    )

@@ -157,21 +157,25 @@ def _counter(request: Mapping[str, Any]) -> _Counter:
     return _Counter(model=model, encoding=encoding_name_for_model(model))
 
 
-def _chat_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
+def _chat_prompt(request: Mapping[str, Any]) -> int:
     counter = _counter(request)
     messages = request.get("messages")
     prompt = REPLY_PRIMING_TOKENS
     prompt += sum(counter.message(item) for item in messages) if isinstance(messages, list) else 0
     prompt += counter.functions(request.get("tools"), wrapped=True)
     prompt += counter.functions(request.get("functions"), wrapped=False)
-    prompt += counter.json(request.get("response_format"))
+    return prompt + counter.json(request.get("response_format"))
+
+
+def _chat_limit(request: Mapping[str, Any]) -> int | None:
     limit = _count(request.get("max_completion_tokens"))
-    if limit is None:
-        limit = _count(request.get("max_tokens"))
-    if limit is None:
-        limit = default_max_tokens
+    return _count(request.get("max_tokens")) if limit is None else limit
+
+
+def _chat_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
+    limit = _chat_limit(request)
     choices = _count(request.get("n")) or 1
-    return prompt + limit * choices
+    return _chat_prompt(request) + (default_max_tokens if limit is None else limit) * choices
 
 
 def _response_item_tokens(counter: _Counter, item: object) -> int:
@@ -180,7 +184,7 @@ def _response_item_tokens(counter: _Counter, item: object) -> int:
     return counter.json(item)  # function calls, their outputs, reasoning items, ...
 
 
-def _response_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
+def _response_prompt(request: Mapping[str, Any]) -> int:
     counter = _counter(request)
     given = request.get("input")
     if isinstance(given, str):
@@ -191,9 +195,39 @@ def _response_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int
     if isinstance(instructions, str) and instructions:
         prompt += TOKENS_PER_MESSAGE + counter.text(instructions)
     prompt += sum(_response_item_tokens(counter, item) for item in items)
-    prompt += counter.functions(request.get("tools"), wrapped=False) + counter.json(request.get("text"))
+    return prompt + counter.functions(request.get("tools"), wrapped=False) + counter.json(request.get("text"))
+
+
+def _response_tokens(request: Mapping[str, Any], default_max_tokens: int) -> int:
     limit = _count(request.get("max_output_tokens"))
-    return prompt + (default_max_tokens if limit is None else limit)
+    return _response_prompt(request) + (default_max_tokens if limit is None else limit)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowNeed:
+    """What one call puts in the model's context window: the prompt, and the reply it asks room for
+    (0 when it sets no limit: the model then writes what fits)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def window_need(kind: str, request: Mapping[str, Any]) -> WindowNeed | None:
+    """The tokens a chat, vision or Responses call holds in its context window; None for other kinds
+    and for a body too odd to count (validation refuses those elsewhere)."""
+    body = _mapping(request)
+    try:
+        if kind in ("chat", "vision"):
+            return WindowNeed(_chat_prompt(body), _chat_limit(body) or 0)
+        if kind == "response":
+            return WindowNeed(_response_prompt(body), _count(body.get("max_output_tokens")) or 0)
+    except Exception:  # the contract is to never raise on a body from outside
+        return None
+    return None
 
 
 def _is_token(value: object) -> bool:
