@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: float = Field(default=5.0, gt=0)
     webhook_concurrency: int = Field(default=16, ge=1, le=512)
 
+    # Admission (api.admission): requests in flight per API process, by lane; the excess is refused at
+    # once with 503 overloaded and Retry-After. Reads and writes have separate limits, so a polling
+    # storm cannot take the submissions' slots. Health probes and /metrics are never refused.
+    api_max_inflight_writes: int = Field(default=32, ge=1, le=10_000)
+    api_max_inflight_reads: int = Field(default=32, ge=1, le=10_000)
+    api_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+
     @field_validator("webhook_secrets", "webhook_allowed_networks", mode="before")
     @classmethod
     def _split_webhook_lists(cls, value: Any) -> Any:

@@ -1,0 +1,109 @@
+"""ASGI middleware that bounds the requests in flight and refuses the excess at once: 503 ``overloaded``
+with ``Retry-After``, before any route, dependency or database session runs, so a refused request
+stores nothing and costs a few microseconds.
+
+Beyond what one process can serve, a request that waits inside the server only comes back too late:
+the caller has timed out, retries, and the retry adds to the load. Refusing at once keeps what is
+accepted at normal latency, and tells the caller when to come back.
+
+Reads and writes have separate limits (two lanes). A polling storm of ``GET /v1/jobs/{id}`` fills the
+read lane and is refused beyond it, while submissions keep their own slots in the write lane; each
+lane holds at most its limit of requests on the process's threads, so neither can take every slot
+from the other. Health probes (``/healthz``, ``/readyz``) and ``/metrics`` are never refused: an
+orchestrator must not restart a process for being busy, and the refusals must stay observable.
+
+Every refusal is counted in ``batchery_requests_refused_total{lane}`` (``/metrics``, ``batchery top``)
+through the app's buffered job counters, so it costs no Redis round trip either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from domain.metrics import catalog
+from domain.metrics.job_counters import JobCounters
+from domain.metrics.store import MetricBatch
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NEVER_SHED = ("/healthz", "/readyz", "/metrics")
+
+
+@dataclass(slots=True)
+class Lane:
+    """One kind of request: how many are in flight now, at most ``limit``."""
+
+    name: str
+    limit: int
+    in_flight: int = 0
+    refused: int = 0
+
+
+class AdmissionMiddleware:
+    """Admits a request when its lane has room, else answers 503 ``overloaded`` at once.
+
+    The event loop is single-threaded and nothing awaits between the check and the increment, so the
+    counts need no lock."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_writes: int, max_reads: int, retry_after_seconds: int = 1
+    ) -> None:
+        self.app = app
+        self.writes = Lane("write", max_writes)
+        self.reads = Lane("read", max_reads)
+        self.retry_after = str(retry_after_seconds).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(NEVER_SHED):
+            await self.app(scope, receive, send)
+            return
+        lane = self.reads if scope.get("method") in READ_METHODS else self.writes
+        if lane.in_flight >= lane.limit:
+            lane.refused += 1
+            _count_refusal(scope, lane.name)
+            await self._refuse(send, lane)
+            return
+        lane.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            lane.in_flight -= 1
+
+    async def _refuse(self, send: Send, lane: Lane) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "overloaded",
+                    "message": f"the server is at capacity ({lane.limit} {lane.name} requests in flight); "
+                    "retry after the Retry-After header's seconds",
+                    "param": None,
+                    "type": "server_error",
+                }
+            }
+        ).encode()
+        headers: list[Any] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.retry_after),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _count_refusal(scope: Scope, lane: str) -> None:
+    """Add one refusal to the app's buffered counters (made here when no submission made them yet), which
+    ``/metrics`` flushes before it answers and shutdown flushes last."""
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    if state is None or not hasattr(state, "redis"):
+        return  # the app has not started: nothing to count into
+    counters: JobCounters | None = getattr(state, "job_counters", None)
+    if counters is None:
+        counters = JobCounters(state.redis, state.settings, buffered=True)
+        state.job_counters = counters
+    batch = MetricBatch()
+    batch.count(catalog.REQUESTS_REFUSED, (lane,))
+    counters.store.write(batch, now=0.0)
