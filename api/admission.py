@@ -106,4 +106,5 @@ def _count_refusal(scope: Scope, lane: str) -> None:
         state.job_counters = counters
     batch = MetricBatch()
     batch.count(catalog.REQUESTS_REFUSED, (lane,))
+    batch.add_window(catalog.REFUSALS_WINDOW_TIER, lane, "refused")
     counters.store.write(batch, now=0.0)

@@ -116,6 +116,9 @@ REQUESTS_REFUSED = Family(
     "counter",
     ("lane",),
 )
+REFUSALS_WINDOW_TIER = "api"
+"""Refusals also go to the 10-second window (``domain.metrics.store``) as ``api|<lane>|refused``, so
+``batchery top`` can show the last minute's."""
 JOBS_QUEUED = Family(
     "batchery_jobs_queued", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
 )

@@ -8,7 +8,9 @@ a submission whose body is only half sent holds its write slot until its connect
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from sqlalchemy import text
 
 from bench import procstat
 from domain.storage.sessions import make_engine
-from testbed.processes import Process, base_env, batchery, free_port, wait_for, wait_http
+from testbed.processes import ROOT, Process, base_env, batchery, free_port, wait_for, wait_http
 from tests.support.keys import create_key
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +34,7 @@ JOB = {"kind": "chat", "request": {"model": "gpt-4o-mini", "messages": [{"role":
 @contextmanager
 def api_process(
     tmp_path: Path, database_url: str, redis_url: str, *args: str, **settings: str
-) -> Iterator[tuple[str, Process]]:
+) -> Iterator[tuple[str, Process, dict[str, str]]]:
     port = free_port()
     env = base_env(
         DATABASE_URL=database_url,
@@ -44,7 +46,7 @@ def api_process(
     process = Process("api", batchery("api", "--port", str(port), *args), env, tmp_path)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield f"http://127.0.0.1:{port}", process
+        yield f"http://127.0.0.1:{port}", process, env
     finally:
         process.stop()
 
@@ -80,6 +82,23 @@ def _refused(client: httpx.Client, lane: str) -> float:
     return _samples(client).get(("batchery_requests_refused_total", (("lane", lane),)), 0.0)
 
 
+def _top_refusals(env: dict[str, str]) -> tuple[float, float]:
+    """Writes and reads refused in all, as ``batchery top --once`` shows them."""
+    done = subprocess.run(
+        batchery("top", "--once"),
+        env={**env, "COLUMNS": "200"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"in all writes (\d+), reads (\d+)", done.stdout)
+    assert found is not None, done.stdout
+    return float(found.group(1)), float(found.group(2))
+
+
 def _stored(database_url: str, tenant: str) -> int:
     engine = make_engine(database_url, pool_size=1)
     try:
@@ -113,7 +132,7 @@ def test_the_excess_is_refused_at_once_and_stores_nothing(
     tenant = f"overload-{uuid.uuid4().hex[:8]}"
     key = create_key(database_url, tenant)
     limits = {"BATCHERY_API_MAX_INFLIGHT_WRITES": "1", "BATCHERY_API_MAX_INFLIGHT_READS": "1"}
-    with api_process(tmp_path, database_url, redis_url, **limits) as (url, _):
+    with api_process(tmp_path, database_url, redis_url, **limits) as (url, _, env):
         client = httpx.Client(base_url=url, timeout=10, headers={"authorization": f"Bearer {key}"})
         with client:
             with held_submission(url, key):
@@ -132,8 +151,10 @@ def test_the_excess_is_refused_at_once_and_stores_nothing(
                 assert client.get("/healthz").status_code == 200
                 assert client.get("/readyz").status_code == 200
                 assert client.get("/v1/jobs").status_code == 200
-                assert _refused(client, "write") >= 21
+                written = _refused(client, "write")
+                assert written >= 21
                 assert _stored(database_url, tenant) == 0
+                assert _top_refusals(env) == (written, 0.0)
             # the held request's connection closed: its slot is free again, and it stored nothing either
             wait_for(lambda: client.post("/v1/jobs", json=JOB).status_code == 202, 10, what="write lane free")
             assert _stored(database_url, tenant) == 1
@@ -195,7 +216,7 @@ def test_two_processes_serve_and_their_counters_add_up(
 ) -> None:
     tenant = f"workers-{uuid.uuid4().hex[:8]}"
     key = create_key(postgres_url, tenant)
-    with api_process(tmp_path, postgres_url, redis_url, "--workers", "2") as (url, process):
+    with api_process(tmp_path, postgres_url, redis_url, "--workers", "2") as (url, process, _):
         wait_for(lambda: len(_worker_pids(process.popen.pid)) == 2, 20, what="two API processes")
         pids = _worker_pids(process.popen.pid)
         for _ in range(2):  # every process answers its first requests
