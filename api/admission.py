@@ -18,8 +18,11 @@ through the app's buffered job counters, so it costs no Redis round trip either.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,26 +37,71 @@ NEVER_SHED = ("/healthz", "/readyz", "/metrics")
 
 @dataclass(slots=True)
 class Lane:
-    """One kind of request: how many are in flight now, at most ``limit``."""
+    """One kind of request: how many are in flight now, at most ``limit``; up to ``limit`` more may wait
+    ``max_wait`` seconds for a slot (a pause of the process, such as a slow commit, then refuses
+    nobody), and a slot freed goes straight to the oldest waiter."""
 
     name: str
     limit: int
+    max_wait: float
     in_flight: int = 0
     refused: int = 0
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    async def enter(self) -> bool:
+        """Take a slot (True), or give up at once or after ``max_wait`` (False)."""
+        if self.in_flight < self.limit and not self.waiters:
+            self.in_flight += 1
+            return True
+        if self.max_wait <= 0 or len(self.waiters) >= self.limit:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.max_wait)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a slot just as this request was cancelled: pass it on
+            raise
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                self._forget(waiter)
+        return True  # the slot was handed over: in_flight already counts it
+
+    def leave(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
 
 
 class AdmissionMiddleware:
-    """Admits a request when its lane has room, else answers 503 ``overloaded`` at once.
+    """Admits a request when its lane has room (or gets room within ``max_wait_seconds``), else answers
+    503 ``overloaded``.
 
-    The event loop is single-threaded and nothing awaits between the check and the increment, so the
-    counts need no lock."""
+    The event loop is single-threaded and nothing awaits between a check and its update, so the counts
+    need no lock."""
 
     def __init__(
-        self, app: ASGIApp, *, max_writes: int, max_reads: int, retry_after_seconds: int = 1
+        self,
+        app: ASGIApp,
+        *,
+        max_writes: int,
+        max_reads: int,
+        max_wait_seconds: float = 0.0,
+        retry_after_seconds: int = 1,
     ) -> None:
         self.app = app
-        self.writes = Lane("write", max_writes)
-        self.reads = Lane("read", max_reads)
+        self.writes = Lane("write", max_writes, max_wait_seconds)
+        self.reads = Lane("read", max_reads, max_wait_seconds)
         self.retry_after = str(retry_after_seconds).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,16 +109,15 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         lane = self.reads if scope.get("method") in READ_METHODS else self.writes
-        if lane.in_flight >= lane.limit:
+        if not await lane.enter():
             lane.refused += 1
             _count_refusal(scope, lane.name)
             await self._refuse(send, lane)
             return
-        lane.in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            lane.in_flight -= 1
+            lane.leave()
 
     async def _refuse(self, send: Send, lane: Lane) -> None:
         body = json.dumps(

@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AdmissionMiddleware,
         max_writes=settings.api_max_inflight_writes,
         max_reads=settings.api_max_inflight_reads,
+        max_wait_seconds=settings.api_admission_wait_ms / 1000,
         retry_after_seconds=settings.api_retry_after_seconds,
     )
     return app

@@ -145,9 +145,12 @@ class Settings(BaseSettings):
     # Admission (api.admission): requests in flight per API process, by lane; the excess is refused at
     # once with 503 overloaded and Retry-After. Reads and writes have separate limits, so a polling
     # storm cannot take the submissions' slots. Health probes and /metrics are never refused.
-    api_max_inflight_writes: int = Field(default=32, ge=1, le=10_000)
-    api_max_inflight_reads: int = Field(default=32, ge=1, le=10_000)
+    api_max_inflight_writes: int = Field(default=8, ge=1, le=10_000)
+    api_max_inflight_reads: int = Field(default=16, ge=1, le=10_000)
     api_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
+    # A request that finds its lane full may wait this long for a slot (at most as many waiting as the
+    # limit), so a pause of a few tens of milliseconds refuses nobody; 0 refuses at once.
+    api_admission_wait_ms: int = Field(default=50, ge=0, le=10_000)
 
     @field_validator("webhook_secrets", "webhook_allowed_networks", mode="before")
     @classmethod
