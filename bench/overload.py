@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each step of the curve")
     parser.add_argument("--connections", type=int, default=512, help="connections of the curve")
     parser.add_argument("--closed-seconds", type=float, default=5.0, help="length of each capacity round")
-    parser.add_argument("--closed-connections", type=int, default=8)
+    parser.add_argument("--closed-connections", type=int, default=16)
     parser.add_argument(
         "--rounds", type=int, default=2, help="alternated capacity rounds of 1 and 2 processes"
     )

@@ -148,9 +148,9 @@ class Settings(BaseSettings):
     api_max_inflight_writes: int = Field(default=8, ge=1, le=10_000)
     api_max_inflight_reads: int = Field(default=16, ge=1, le=10_000)
     api_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
-    # A request that finds its lane full may wait this long for a slot (at most as many waiting as the
-    # limit), so a pause of a few tens of milliseconds refuses nobody; 0 refuses at once.
-    api_admission_wait_ms: int = Field(default=50, ge=0, le=10_000)
+    # A request that finds its lane full may wait this long for a slot (at most four times the limit
+    # waiting), so a pause of the process refuses nobody; 0 refuses at once.
+    api_admission_wait_ms: int = Field(default=100, ge=0, le=10_000)
 
     @field_validator("webhook_secrets", "webhook_allowed_networks", mode="before")
     @classmethod

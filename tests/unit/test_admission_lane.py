@@ -7,27 +7,26 @@ import asyncio
 
 import pytest
 
-from api.admission import Lane
+from api.admission import WAITING_PER_SLOT, Lane
 
 pytestmark = pytest.mark.unit
 
 
 def test_a_freed_slot_goes_to_the_oldest_waiter_and_the_excess_is_refused() -> None:
     async def scenario() -> tuple[list[bool], int, int]:
-        lane = Lane("write", limit=2, max_wait=5.0)
-        assert await lane.enter() and await lane.enter()
-        first = asyncio.create_task(lane.enter())
-        second = asyncio.create_task(lane.enter())
+        lane = Lane("write", limit=1, max_wait=5.0)
+        assert await lane.enter()
+        waiting = [asyncio.create_task(lane.enter()) for _ in range(WAITING_PER_SLOT)]
         await asyncio.sleep(0)
-        third = await lane.enter()  # two already wait: refused at once
-        lane.leave()
-        lane.leave()
-        results = [await first, await second, third]
+        refused = await lane.enter()  # as many wait as may: refused at once
+        for _ in range(WAITING_PER_SLOT):
+            lane.leave()
+        results = [*[await task for task in waiting], refused]
         return results, lane.in_flight, len(lane.waiters)
 
     results, in_flight, waiting = asyncio.run(scenario())
-    assert results == [True, True, False]
-    assert (in_flight, waiting) == (2, 0)
+    assert results == [True] * WAITING_PER_SLOT + [False]
+    assert (in_flight, waiting) == (1, 0)
 
 
 def test_a_waiter_gives_up_after_its_wait_and_leaves_no_slot_taken() -> None:
