@@ -120,3 +120,21 @@ def draw(rows: list[dict[str, Any]], *, capacity: float, connections: int) -> st
         parts.append(_text(LEFT + 42, legend_y + 4, label, anchor="start", size=11))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.overload_svg RESULT.json OUT.svg``: draw a saved run again."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    record = json.loads(Path(args[0]).read_text())
+    capacity = float(record["capacity"]["one_process_per_second"])
+    connections = int(record.get("curve_connections", 512))
+    Path(args[1]).write_text(draw(record["curve"], capacity=capacity, connections=connections))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

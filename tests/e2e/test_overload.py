@@ -222,12 +222,12 @@ def test_two_processes_serve_and_their_counters_add_up(
         for _ in range(2):  # every process answers its first requests
             wait_http(f"{url}/healthz", process)
         before = {pid: procstat.cpu_seconds(pid) for pid in pids}
-        statuses = asyncio.run(_submit_many(url, key, connections=16, per_connection=25))
+        statuses = asyncio.run(_submit_many(url, key, connections=32, per_connection=15))
         used = {pid: procstat.cpu_seconds(pid) - before[pid] for pid in pids}
         accepted = statuses.count(202)
-        assert accepted + statuses.count(503) == 400
+        assert accepted + statuses.count(503) == 480
         assert accepted > 0
-        assert all(seconds > 0.05 for seconds in used.values()), used  # both processes served
+        assert all(seconds > 0.02 for seconds in used.values()), used  # both processes served
         assert _stored(postgres_url, tenant) == accepted
 
         def submitted() -> float:
