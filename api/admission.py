@@ -9,7 +9,8 @@ accepted at normal latency, and tells the caller when to come back.
 Reads and writes have separate limits (two lanes). A polling storm of ``GET /v1/jobs/{id}`` fills the
 read lane and is refused beyond it, while submissions keep their own slots in the write lane; each
 lane holds at most its limit of requests on the process's threads, so neither can take every slot
-from the other. Health probes (``/healthz``, ``/readyz``) and ``/metrics`` are never refused: an
+from the other. (A storm beyond what the process can parse still slows both: README, Overload.)
+Health probes (``/healthz``, ``/readyz``) and ``/metrics`` are never refused: an
 orchestrator must not restart a process for being busy, and the refusals must stay observable.
 
 Every refusal is counted in ``batchery_requests_refused_total{lane}`` (``/metrics``, ``batchery top``)
