@@ -2,7 +2,9 @@
 limits (the defaults) and without them (limits so high they never bind), rounds alternated on fresh
 stacks; per round the API process's CPU share and threads (``bench.procstat``) and the machine's steal.
 
-    python -m bench.tail [--rounds 3] [--seconds 8] [--rate 200] [--connections 256]
+    python -m bench.tail [--rounds 3] [--seconds 8] [--rate 200] [--connections 256] [--worker]
+
+``--worker`` runs a worker (32 threads) beside the API, draining the jobs as they arrive.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ UNBOUNDED = {"BATCHERY_API_MAX_INFLIGHT_WRITES": "10000", "BATCHERY_API_MAX_INFL
 
 
 def one_round(
-    pg: Any, redis_server: Any, name: str, rate: float, seconds: float, connections: int
+    pg: Any, redis_server: Any, name: str, rate: float, seconds: float, connections: int, worker: bool = False
 ) -> dict[str, Any]:
     context, stack = _start(pg, redis_server, LOGS / f"tail-{name}", 1)
     try:
+        if worker:
+            stack.start_worker("worker", 32)  # drains the jobs as they come, on the same two cores
         port = int(stack.api_url.rsplit(":", 1)[1])
         payload = _payload(port)
         open_loop(port, payload, 100, 200, 32)  # warm-up
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--connections", type=int, default=256)
+    parser.add_argument("--worker", action="store_true", help="a worker drains the jobs beside the API")
     args = parser.parse_args(argv)
     rounds: dict[str, list[dict[str, Any]]] = {"default limits": [], "no limits": []}
     with private_postgres() as pg, private_redis(LOGS) as redis_server:
@@ -63,10 +68,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, settings in (("default limits", {}), ("no limits", UNBOUNDED)):
                 SETTINGS.clear()
                 SETTINGS.update(settings)
-                found = one_round(pg, redis_server, name, args.rate, args.seconds, args.connections)
+                found = one_round(
+                    pg, redis_server, name, args.rate, args.seconds, args.connections, args.worker
+                )
                 print(json.dumps(found), flush=True)
                 rounds[name].append(found)
-    record: dict[str, Any] = {"rate": args.rate, "connections": args.connections, "rounds": rounds}
+    record: dict[str, Any] = {
+        "rate": args.rate,
+        "connections": args.connections,
+        "worker": args.worker,
+        "rounds": rounds,
+    }
     for name, results in rounds.items():
         record[name] = {
             key: statistics.median(float(r[key]) for r in results)
