@@ -1,6 +1,6 @@
 """ASGI middleware that bounds the requests in flight and refuses the excess quickly (at once, or after a
 short wait for a slot): 503 ``overloaded`` with ``Retry-After``, before any route, dependency or
-database session runs, so a refused request stores nothing and costs a few microseconds.
+database session runs, so a refused request stores nothing and costs little more than its parsing.
 
 Beyond what one process can serve, a request that waits inside the server only comes back too late:
 the caller has timed out, retries, and the retry adds to the load. Refusing at once keeps what is
