@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
+from api.admission import AdmissionMiddleware
 from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
 from api.deps import flush_job_counters
@@ -73,4 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/files",)
     )  # uploads are limited while they stream (api.routes.files)
     app.add_middleware(RequestTargetMiddleware, max_length=settings.max_url_length)
+    app.add_middleware(  # outermost: the excess is refused before anything else runs (README: Overload)
+        AdmissionMiddleware,
+        max_writes=settings.api_max_inflight_writes,
+        max_reads=settings.api_max_inflight_reads,
+        max_wait_seconds=settings.api_admission_wait_ms / 1000,
+        retry_after_seconds=settings.api_retry_after_seconds,
+    )
     return app

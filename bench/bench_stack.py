@@ -128,9 +128,9 @@ class BenchStack:
             **extra,
         )
 
-    def start_api(self) -> str:
+    def start_api(self, *args: str) -> str:
         port = free_port()
-        api = self.start("api", batchery("api", "--port", str(port)))
+        api = self.start("api", batchery("api", "--port", str(port), *args))
         self.api_url = f"http://127.0.0.1:{port}"
         wait_http(f"{self.api_url}/healthz", api)
         return self.api_url

@@ -37,6 +37,8 @@ def commands(quick: bool) -> list[list[str]]:
     found.append([python, "-m", "bench.callgrind_persistence", *(["--jobs", "2", "6"] if quick else [])])
     found.append([python, "-m", "bench.lease_recovery", *(["--runs", "1", "--rounds", "1"] if quick else [])])
     found.append([python, str(ROOT / "bench" / "sim_rps.py"), *(["--runs", "1"] if quick else [])])
+    found.append([python, "-m", "bench.overload", *(["--rounds", "1", "--seconds", "2"] if quick else [])])
+    found.append([python, "-m", "bench.tail", *(["--rounds", "1", "--seconds", "3"] if quick else [])])
     return found
 
 

@@ -2,8 +2,9 @@
 
 Both run against the API alone (no workers: the jobs stay queued), on private servers.
 
-- Latency: ``POST /v1/jobs`` open loop at ``rate`` requests/s (``bench.openloop``); baseline: ``GET
-  /healthz`` at the same rate in the same run, the floor of the HTTP stack on this machine.
+- Latency: ``POST /v1/jobs`` open loop at ``rate`` requests/s (``bench.openloop``) from 32 connections,
+  then from 256 (callers hold many); baseline: ``GET /healthz`` at the same rate in the same run, the
+  floor of the HTTP stack on this machine.
 - Bulk: requests of 1,000 jobs from two clients; baseline: the same jobs one per ``POST /v1/jobs`` from
   eight clients, in the same run.
 """
@@ -50,6 +51,8 @@ def run_latency(
         "runs": len(rounds),
         "post_jobs_p50_ms": statistics.median(r["post_jobs_p50_ms"] for r in rounds),
         "post_jobs_p99_ms": statistics.median(r["post_jobs_p99_ms"] for r in rounds),
+        "post_jobs_256_p50_ms": statistics.median(r["post_jobs_256_p50_ms"] for r in rounds),
+        "post_jobs_256_p99_ms": statistics.median(r["post_jobs_256_p99_ms"] for r in rounds),
         "healthz_p50_ms": statistics.median(r["healthz_p50_ms"] for r in rounds),
         "healthz_p99_ms": statistics.median(r["healthz_p99_ms"] for r in rounds),
         "api_cpu_ms_per_post": statistics.median(r["api_cpu_ms_per_post"] for r in rounds),
@@ -76,6 +79,7 @@ def _latency_round(
         submitted = open_loop(port, [job] * count, rate)
         post_cpu = procstat.cpu_seconds(api_pid) - cpu
         steal_share = procstat.steal_share(steal, procstat.steal_seconds(), submitted.seconds)
+        many = open_loop(port, [job] * count, rate, connections=256)
         cpu = procstat.cpu_seconds(api_pid)
         floor = open_loop(port, [health] * count, rate)
         health_cpu = procstat.cpu_seconds(api_pid) - cpu
@@ -86,6 +90,9 @@ def _latency_round(
             "post_jobs_p99_ms": _ms(submitted.percentile(0.99)),
             "post_jobs_max_ms": _ms(max(submitted.latencies)),
             "post_jobs_statuses": submitted.statuses,
+            "post_jobs_256_p50_ms": _ms(many.percentile(0.50)),
+            "post_jobs_256_p99_ms": _ms(many.percentile(0.99)),
+            "post_jobs_256_statuses": many.statuses,
             "healthz_p50_ms": _ms(floor.percentile(0.50)),
             "healthz_p99_ms": _ms(floor.percentile(0.99)),
             "achieved_rate": round(count / submitted.seconds, 1),

@@ -20,6 +20,7 @@ from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
 from cli.top_data import ModelView, TierView, collect
+from cli.top_refusals import Refusals, read_refusals
 from config.errors import BatcheryError
 from config.settings import Settings, get_settings
 from domain.errors import Unavailable
@@ -94,9 +95,12 @@ def _model_row(model: ModelView) -> list[Text | str]:
     ]
 
 
-def render(views: list[TierView], *, title: str = "batchery top") -> Table:
-    """One frame: a row per tier, then a row per model of that tier."""
-    table = Table(title=title, caption="RPM, TPM, waits, 429s, errors and failed: last 60 s", expand=False)
+def render(views: list[TierView], *, title: str = "batchery top", refusals: Refusals | None = None) -> Table:
+    """One frame: a row per tier, then a row per model of that tier; the API's refusals under it."""
+    caption = "RPM, TPM, waits, 429s, errors and failed: last 60 s"
+    if refusals is not None:
+        caption += "\n" + refusals.caption()
+    table = Table(title=title, caption=caption, expand=False)
     table.add_column("tier / model", no_wrap=True)
     for header in COLUMNS:
         table.add_column(header, justify="right", no_wrap=True)
@@ -133,13 +137,14 @@ class Top:
     def frame(self) -> Table:
         try:
             views = collect(self.settings.tiers, self.store, self.sessions, self.limiter, time.time)
+            refusals = read_refusals(self.store, time.time())
         except (redis.RedisError, OSError) as exc:
             raise TopError(
                 f"cannot read Redis at {_where(self.settings.redis_url)}: {type(exc).__name__}"
             ) from exc
         except (SQLAlchemyError, Unavailable) as exc:
             raise TopError(f"cannot read the database: {type(exc).__name__}") from exc
-        return render(views, title=f"batchery top  {time.strftime('%H:%M:%S')}")
+        return render(views, title=f"batchery top  {time.strftime('%H:%M:%S')}", refusals=refusals)
 
     def close(self) -> None:
         self.client.close()

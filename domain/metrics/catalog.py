@@ -110,6 +110,15 @@ QUEUE_DEPTH = Family(
     "batchery_queue_depth", "Messages waiting in the tier's broker queue.", "gauge", ("tier",)
 )
 JOBS_IN_FLIGHT = Family("batchery_jobs_in_flight", "Jobs running now (holding a lease).", "gauge", ("tier",))
+REQUESTS_REFUSED = Family(
+    "batchery_requests_refused",
+    "Requests the API refused at once with 503 overloaded, by lane: write or read (api.admission).",
+    "counter",
+    ("lane",),
+)
+REFUSALS_WINDOW_TIER = "api"
+"""Refusals also go to the 10-second window (``domain.metrics.store``) as ``api|<lane>|refused``, so
+``batchery top`` can show the last minute's."""
 JOBS_QUEUED = Family(
     "batchery_jobs_queued", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
 )
@@ -126,6 +135,7 @@ STORED_FAMILIES = (
     WEBHOOK_DELIVERIES,
     UPSTREAM_LATENCY,
     LIMITER_WAIT,
+    REQUESTS_REFUSED,
 )
 SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, JOBS_QUEUED)
 

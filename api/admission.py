@@ -1,0 +1,161 @@
+"""ASGI middleware that bounds the requests in flight and refuses the excess quickly (at once, or after a
+short wait for a slot): 503 ``overloaded`` with ``Retry-After``, before any route, dependency or
+database session runs, so a refused request stores nothing and costs little more than its parsing.
+
+Beyond what one process can serve, a request that waits inside the server only comes back too late:
+the caller has timed out, retries, and the retry adds to the load. Refusing at once keeps what is
+accepted at normal latency, and tells the caller when to come back.
+
+Reads and writes have separate limits (two lanes). A polling storm of ``GET /v1/jobs/{id}`` fills the
+read lane and is refused beyond it, while submissions keep their own slots in the write lane; each
+lane holds at most its limit of requests on the process's threads, so neither can take every slot
+from the other. (A storm beyond what the process can parse still slows both: README, Overload.)
+Health probes (``/healthz``, ``/readyz``) and ``/metrics`` are never refused: an
+orchestrator must not restart a process for being busy, and the refusals must stay observable.
+
+Every refusal is counted in ``batchery_requests_refused_total{lane}`` (``/metrics``, ``batchery top``)
+through the app's buffered job counters, so it costs no Redis round trip either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from domain.metrics import catalog
+from domain.metrics.job_counters import JobCounters
+from domain.metrics.store import MetricBatch
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+NEVER_SHED = ("/healthz", "/readyz", "/metrics")
+WAITING_PER_SLOT = 4
+"""Waiters per slot: with a process serving about 300 submissions a second and 8 slots, 32 waiters are
+about 100 ms of work, the default wait; more could not be served within it."""
+
+
+@dataclass(slots=True)
+class Lane:
+    """One kind of request: how many are in flight now, at most ``limit``; up to ``WAITING_PER_SLOT``
+    times ``limit`` more may wait ``max_wait`` seconds for a slot (a pause of the process, such as a slow
+    commit, then refuses nobody), and a slot freed goes straight to the oldest waiter."""
+
+    name: str
+    limit: int
+    max_wait: float
+    in_flight: int = 0
+    refused: int = 0
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    async def enter(self) -> bool:
+        """Take a slot (True), or give up at once or after ``max_wait`` (False)."""
+        if self.in_flight < self.limit and not self.waiters:
+            self.in_flight += 1
+            return True
+        if self.max_wait <= 0 or len(self.waiters) >= WAITING_PER_SLOT * self.limit:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.max_wait)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # handed a slot just as this request was cancelled: pass it on
+            raise
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                self._forget(waiter)
+        return True  # the slot was handed over: in_flight already counts it
+
+    def leave(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+
+
+class AdmissionMiddleware:
+    """Admits a request when its lane has room (or gets room within ``max_wait_seconds``), else answers
+    503 ``overloaded``.
+
+    The event loop is single-threaded and nothing awaits between a check and its update, so the counts
+    need no lock."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_writes: int,
+        max_reads: int,
+        max_wait_seconds: float = 0.0,
+        retry_after_seconds: int = 1,
+    ) -> None:
+        self.app = app
+        self.writes = Lane("write", max_writes, max_wait_seconds)
+        self.reads = Lane("read", max_reads, max_wait_seconds)
+        self.retry_after = str(retry_after_seconds).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(NEVER_SHED):
+            await self.app(scope, receive, send)
+            return
+        lane = self.reads if scope.get("method") in READ_METHODS else self.writes
+        if not await lane.enter():
+            lane.refused += 1
+            _count_refusal(scope, lane.name)
+            await self._refuse(send, lane)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            lane.leave()
+
+    async def _refuse(self, send: Send, lane: Lane) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "overloaded",
+                    "message": f"the server is at capacity ({lane.limit} {lane.name} requests in flight); "
+                    "retry after the Retry-After header's seconds",
+                    "param": None,
+                    "type": "server_error",
+                }
+            }
+        ).encode()
+        headers: list[Any] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", self.retry_after),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _count_refusal(scope: Scope, lane: str) -> None:
+    """Add one refusal to the app's buffered counters (made here when no submission made them yet), which
+    ``/metrics`` flushes before it answers and shutdown flushes last."""
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    if state is None or not hasattr(state, "redis"):
+        return  # the app has not started: nothing to count into
+    counters: JobCounters | None = getattr(state, "job_counters", None)
+    if counters is None:
+        counters = JobCounters(state.redis, state.settings, buffered=True)
+        state.job_counters = counters
+    batch = MetricBatch()
+    batch.count(catalog.REQUESTS_REFUSED, (lane,))
+    batch.add_window(catalog.REFUSALS_WINDOW_TIER, lane, "refused")
+    counters.store.write(batch, now=0.0)
