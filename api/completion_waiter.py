@@ -16,7 +16,12 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from domain.status import JobStatus
+from domain.storage.models import Job
 from domain.storage.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -25,6 +30,20 @@ EndedJobs = Callable[[list[str]], Awaitable[set[str]]]
 """``ended(ids)``: which of ``ids`` are in a terminal status (read from the database)."""
 
 _POLL_CHUNK = 500
+_TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
+
+
+def database_poll(sessions: sessionmaker[Session]) -> EndedJobs:
+    """``ended`` read from the database, one query per call, on a worker thread."""
+
+    def ended_now(ids: list[str]) -> set[str]:
+        with sessions() as session:
+            return set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(_TERMINAL))))
+
+    async def ended(ids: list[str]) -> set[str]:
+        return await run_in_threadpool(ended_now, ids)
+
+    return ended
 
 
 class CompletionWaiter:
@@ -38,6 +57,7 @@ class CompletionWaiter:
         self._ended = ended
         self._waiting: dict[str, list[asyncio.Future[str]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @property
     def waiting(self) -> int:
@@ -49,11 +69,12 @@ class CompletionWaiter:
             self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._poll())]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._closing = True
+        pending = set(self._tasks)
+        while pending:  # redis-py can swallow a cancel that lands while it connects: cancel again
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         self._tasks = []
         await self._redis.aclose()  # type: ignore[attr-defined]  # redis-py >= 5 (the stubs lag)
 
@@ -96,12 +117,13 @@ class CompletionWaiter:
 
     async def _listen(self) -> None:
         """Resolve waiters from the notices; reconnect after an error (the poll covers the gap)."""
-        while True:
+        while not self._closing:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._keys.job_done_channel)
-                    async for message in pubsub.listen():
-                        data = message.get("data")
+                    while not self._closing:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        data = message.get("data") if message is not None else None
                         if isinstance(data, bytes):
                             job_id, _, request_id = data.decode("utf-8", "replace").partition(" ")
                             self._resolve(job_id, request_id)

@@ -23,11 +23,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.completion_waiter import CompletionWaiter
+from api.completion_waiter import CompletionWaiter, database_poll
 from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
 from api.presenters import job_out
 from api.routes.jobs import _submit, cancel_job
@@ -57,18 +56,11 @@ def completion_waiter(request: Request) -> CompletionWaiter:
     waiter: CompletionWaiter | None = getattr(state, "completion_waiter", None)
     if waiter is None:
         settings = state.settings
-        sessions = state.sessions
-
-        def ended_now(ids: list[str]) -> set[str]:
-            with sessions() as session:
-                rows = session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(_TERMINAL)))
-                return set(rows)
-
-        async def ended(ids: list[str]) -> set[str]:
-            return await run_in_threadpool(ended_now, ids)
-
         waiter = CompletionWaiter(
-            settings.redis_url, settings.redis_prefix, poll_seconds=settings.openai_poll_seconds, ended=ended
+            settings.redis_url,
+            settings.redis_prefix,
+            poll_seconds=settings.openai_poll_seconds,
+            ended=database_poll(state.sessions),
         )
         state.completion_waiter = waiter
     return waiter

@@ -34,12 +34,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url
         yield running
 
 
-def _client(stack: Stack) -> OpenAI:
-    return OpenAI(base_url=f"{stack.api_url}/v1", api_key=stack.api_key, max_retries=0, timeout=60)
+@pytest.fixture
+def client(stack: Stack) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"{stack.api_url}/v1", api_key=stack.api_key, max_retries=0, timeout=60) as sdk:
+        yield sdk
 
 
-def test_chat_answers_the_upstream_body_with_job_and_request_ids(stack: Stack) -> None:
-    client = _client(stack)
+def test_chat_answers_the_upstream_body_with_job_and_request_ids(stack: Stack, client: OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}]
     )
@@ -55,8 +56,9 @@ def test_chat_answers_the_upstream_body_with_job_and_request_ids(stack: Stack) -
     assert job["result"]["id"] == completion.id  # the durable record is the answer given
 
 
-def test_tools_structured_outputs_vision_embeddings_images_and_responses(stack: Stack) -> None:
-    client = _client(stack)
+def test_tools_structured_outputs_vision_embeddings_images_and_responses(
+    stack: Stack, client: OpenAI
+) -> None:
     tools: list[dict[str, object]] = [
         {
             "type": "function",
@@ -112,8 +114,7 @@ def test_tools_structured_outputs_vision_embeddings_images_and_responses(stack: 
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
 
 
-def test_upstream_and_batchery_errors_raise_the_sdks_own_exceptions(stack: Stack) -> None:
-    client = _client(stack)
+def test_upstream_and_batchery_errors_raise_the_sdks_own_exceptions(stack: Stack, client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], user="sim:status=400"
@@ -130,14 +131,16 @@ def test_upstream_and_batchery_errors_raise_the_sdks_own_exceptions(stack: Stack
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
         )
     assert streamed.value.code == "streaming_unsupported"
-    with pytest.raises(openai.AuthenticationError):
-        OpenAI(base_url=f"{stack.api_url}/v1", api_key="bk-wrong", max_retries=0).embeddings.create(
-            model="text-embedding-3-small", input="x"
-        )
+    with (
+        OpenAI(base_url=f"{stack.api_url}/v1", api_key="bk-wrong", max_retries=0) as stranger,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        stranger.embeddings.create(model="text-embedding-3-small", input="x")
 
 
-def test_a_retried_upstream_failure_is_invisible_and_the_priority_header_is_kept(stack: Stack) -> None:
-    client = _client(stack)
+def test_a_retried_upstream_failure_is_invisible_and_the_priority_header_is_kept(
+    stack: Stack, client: OpenAI
+) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": "hi"}],
