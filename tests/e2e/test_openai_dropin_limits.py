@@ -79,18 +79,36 @@ async def direct_burst(sim_url: str) -> list[int]:
     return [answer.status_code for answer in answers]
 
 
-def test_a_call_whose_completion_notice_is_lost_is_answered_by_the_poll(
+def test_a_full_queue_is_a_429_with_retry_after_and_a_lost_notice_is_answered_by_the_poll(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    env = {"BATCHERY_OPENAI_POLL_SECONDS": "0.5"}
+    env = {"BATCHERY_OPENAI_POLL_SECONDS": "0.5", "BATCHERY_MAX_QUEUED_JOBS_PER_TENANT": "2"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     with running_stack(tmp_path, postgres_url, redis_url, workers=0, extra_env=env) as stack:
-        # the worker announces on another prefix's channel: the API never hears a notice
-        worker_env = {**stack.env, "BATCHERY_REDIS_PREFIX": "elsewhere"}
-        worker = Process("worker0", batchery("worker", "--name", "worker0@%h"), worker_env, tmp_path)
-        stack.processes["worker0"] = worker
-        with OpenAI(
-            base_url=f"{stack.api_url}/v1", api_key=stack.api_key, max_retries=0, timeout=60
-        ) as client:
+        with (
+            OpenAI(
+                base_url=f"{stack.api_url}/v1", api_key=stack.api_key, max_retries=0, timeout=60
+            ) as client,
+            stack.api() as api,
+        ):
+            # no worker yet: two calls outlast their wait and stay queued, the third finds the queue full
+            held = [
+                api.post("/v1/chat/completions", json=body, headers={"x-batchery-timeout": "0.2"})
+                for _ in "ab"
+            ]
+            assert [answer.status_code for answer in held] == [202, 202]
+            with pytest.raises(openai.RateLimitError) as full:
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+                )
+            assert int(full.value.response.headers["retry-after"]) >= 1
+            assert full.value.code == "tenant_queue_full"
+
+            # the worker announces on another prefix's channel: the API never hears a notice
+            worker_env = {**stack.env, "BATCHERY_REDIS_PREFIX": "elsewhere"}
+            worker = Process("worker0", batchery("worker", "--name", "worker0@%h"), worker_env, tmp_path)
+            stack.processes["worker0"] = worker
+            stack.wait_jobs(api, [answer.json()["id"] for answer in held], timeout=60)
             raw = client.chat.completions.with_raw_response.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": "hi"}],
