@@ -28,8 +28,8 @@ class CompletionNotice:
         self._ttl = ttl_seconds
 
     def publish(self, job_id: str, headers: Mapping[str, str] | None) -> None:
-        request_id = (headers or {}).get("x-request-id", "") or ""
-        request_id = request_id.strip()[:200].replace(" ", "")
+        raw = (headers or {}).get("x-request-id", "") or ""
+        request_id = "".join(ch for ch in raw[:200] if "!" <= ch <= "~")  # a safe header value, no spaces
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.set(self._keys.job_done(job_id), request_id, ex=self._ttl)

@@ -11,6 +11,7 @@ with ``x-batchery-job-id`` and the final attempt's ``x-request-id``. Headers:
 - ``x-batchery-priority``: the job's priority (-100 to 100).
 - ``x-batchery-cancel-on-disconnect: true``: cancel the job if the client goes away (by default the job
   completes and is stored anyway).
+- ``Idempotency-Key``: as on ``POST /v1/jobs``; a repeated call with the same key waits for the same job.
 
 Streaming (``stream: true``) is refused with 422 ``streaming_unsupported``.
 """
@@ -87,6 +88,7 @@ class _Call:
         x_batchery_timeout: Timeout = None,
         x_batchery_priority: Priority = 0,
         x_batchery_cancel_on_disconnect: CancelOnDisconnect = False,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     ) -> None:
         self.request, self.session, self.settings = request, session, settings
         self.enqueuer, self.tenant, self.counters, self.rooms = enqueuer, tenant, counters, rooms
@@ -95,6 +97,7 @@ class _Call:
         )
         self.priority = x_batchery_priority
         self.cancel_on_disconnect = x_batchery_cancel_on_disconnect
+        self.idempotency_key = idempotency_key
 
     async def answer(self, kind: JobKind, body: dict[str, Any]) -> JSONResponse:
         if body.get("stream") not in (None, False):
@@ -114,7 +117,7 @@ class _Call:
             self.tenant,
             self.counters,
             self.rooms,
-            None,
+            self.idempotency_key,
             check,
         )
         waiter = completion_waiter(self.request)

@@ -105,3 +105,19 @@ def test_models_list_the_configured_tiers_in_openais_shape(client: TestClient) -
     )
     assert client.get("/v1/models/gpt-4o-mini").json()["id"] == "gpt-4o-mini"
     _error(client.get("/v1/models/no-such-model"), 404, "not_found")
+
+
+def test_a_repeated_call_with_the_same_idempotency_key_waits_for_the_same_job(client: TestClient) -> None:
+    headers = {"x-batchery-timeout": "0.2", "idempotency-key": "retry-1"}
+    first = client.post(
+        "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, headers=headers
+    )
+    again = client.post(
+        "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, headers=headers
+    )
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = client.post(
+        "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "y"}, headers=headers
+    )
+    _error(other, 422, "idempotency_key_reused")
