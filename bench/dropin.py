@@ -3,6 +3,7 @@ calls one API process holds.
 
 Usage: ``python -m bench.dropin [--rate 50] [--requests 1000] [--latency 50] [--waiting 2000]``
 
+0. Where the time goes: sequential calls through batchery, split by the job's stored times.
 1. Added latency. The same open-loop load (``bench.openloop``: latency from each request's due time,
    so queueing is charged) of ``POST /v1/chat/completions`` goes straight to the simulator (the
    baseline), then through batchery (API, one worker, the simulator behind it), at ``--rate`` requests
@@ -19,15 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
+from datetime import UTC
 from typing import Any
 
+import httpx
 import psycopg
 
 from bench import procstat
 from bench.harness import ROOT, batchery_env, save, services, start_api, start_simulator
 from bench.openloop import LoadResult, open_loop
-from testbed.processes import batchery, wait_for
+from testbed.processes import batchery
 
 
 def call_bytes(port: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bytes:
@@ -57,11 +61,17 @@ def summary(result: LoadResult) -> dict[str, Any]:
 
 
 async def _one(port: int, payload: bytes) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """The status of one call; 0 when the connection failed."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return 0
     try:
         writer.write(payload)
         head = await reader.readuntil(b"\r\n\r\n")
         return int(head.split(b" ", 2)[1])
+    except (OSError, asyncio.IncompleteReadError):
+        return 0
     finally:
         writer.close()
 
@@ -78,6 +88,34 @@ async def _hold(port: int, count: int, on_all_open: Any) -> dict[int, int]:
     for status in await asyncio.gather(*tasks):
         statuses[status] = statuses.get(status, 0) + 1
     return statuses
+
+
+def breakdown(api_url: str, database_url: str, calls: int = 60) -> dict[str, float]:
+    """Sequential calls through batchery, each split by the job's stored times (medians, ms): before
+    the job is stored, queued until a worker claims it, the worker's run (the upstream call inside it),
+    and from the stored outcome to the answer received (the notice, the wake-up, the read)."""
+    spans: dict[str, list[float]] = {"submit": [], "queued": [], "run": [], "answer": [], "total": []}
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        times: dict[str, tuple[float, float]] = {}
+        for index in range(calls):
+            began = time.time()
+            answer = client.post("/v1/chat/completions", json=chat(index))
+            times[answer.headers["x-batchery-job-id"]] = (began, time.time())
+    with psycopg.connect(database_url.replace("+psycopg", "")) as connection:
+        rows = connection.execute(
+            "select id, created_at, started_at, finished_at from jobs where id = any(%s)", (list(times),)
+        ).fetchall()
+    for job_id, created, started, finished in rows:
+        began, ended = times[job_id]
+        stamps = [
+            (m if m.tzinfo else m.replace(tzinfo=UTC)).timestamp() for m in (created, started, finished)
+        ]
+        spans["submit"].append(stamps[0] - began)
+        spans["queued"].append(stamps[1] - stamps[0])
+        spans["run"].append(stamps[2] - stamps[1])
+        spans["answer"].append(ended - stamps[2])
+        spans["total"].append(ended - began)
+    return {name: round(statistics.median(values) * 1000, 2) for name, values in spans.items()}
 
 
 def queued_jobs(database_url: str) -> int:
@@ -105,6 +143,8 @@ def main() -> None:
         # 1. added latency: direct, then through batchery
         worker = running.start("worker", batchery("worker", "--concurrency", "64"), env)
         open_loop(port_of(api_url), [call_bytes(port_of(api_url), chat(i)) for i in range(50)], 10)  # warm-up
+        record["sequential_ms"] = breakdown(api_url, running.database_url)
+        print(f"sequential, medians: {json.dumps(record['sequential_ms'])}")
         direct = open_loop(
             port_of(sim_url), [call_bytes(port_of(sim_url), chat(i)) for i in range(args.requests)], args.rate
         )
@@ -130,8 +170,11 @@ def main() -> None:
         peak: dict[str, Any] = {}
 
         def all_waiting() -> None:
-            wait_for(lambda: queued_jobs(running.database_url) >= args.waiting, timeout=300)
-            time.sleep(1.0)
+            held, before = queued_jobs(running.database_url), -1
+            while held != before or held == 0:  # until every call that got through is stored and waits
+                time.sleep(3.0)
+                held, before = queued_jobs(running.database_url), held
+            peak["held"] = held
             peak["rss"] = procstat.rss_bytes(api.popen.pid)
             peak["threads"] = procstat.threads(api.popen.pid)
             running.start("worker2", batchery("worker", "--concurrency", "64"), env)
@@ -142,6 +185,7 @@ def main() -> None:
         per_call = (peak["rss"] - idle_rss) / args.waiting
         record["waiting"] = {
             "calls": args.waiting,
+            "held": peak["held"],
             "statuses": statuses,
             "api_rss_idle_mb": round(idle_rss / 2**20, 1),
             "api_rss_waiting_mb": round(peak["rss"] / 2**20, 1),
