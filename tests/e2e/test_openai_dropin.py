@@ -30,7 +30,11 @@ class Weather(BaseModel):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url: str) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("dropin")
-    with running_stack(tmp, postgres_url, redis_url, worker_args=("--concurrency", "16")) as running:
+    # the database poll is slowed far past every wait here: calls are answered by the workers' notices
+    env = {"BATCHERY_OPENAI_POLL_SECONDS": "300"}
+    with running_stack(
+        tmp, postgres_url, redis_url, worker_args=("--concurrency", "16"), extra_env=env
+    ) as running:
         yield running
 
 
