@@ -6,6 +6,7 @@ database poll. Real processes: the API, Celery workers and the simulator."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from testbed.processes import Process, batchery
+from tests.support.keys import create_key
 from tests.support.stack import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -84,12 +86,11 @@ def test_a_full_queue_is_a_429_with_retry_after_and_a_lost_notice_is_answered_by
 ) -> None:
     env = {"BATCHERY_OPENAI_POLL_SECONDS": "0.5", "BATCHERY_MAX_QUEUED_JOBS_PER_TENANT": "2"}
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    key = create_key(postgres_url, tenant=f"quota-{uuid.uuid4().hex[:8]}")  # its own queue: empty
     with running_stack(tmp_path, postgres_url, redis_url, workers=0, extra_env=env) as stack:
         with (
-            OpenAI(
-                base_url=f"{stack.api_url}/v1", api_key=stack.api_key, max_retries=0, timeout=60
-            ) as client,
-            stack.api() as api,
+            OpenAI(base_url=f"{stack.api_url}/v1", api_key=key, max_retries=0, timeout=60) as client,
+            stack.api(key) as api,
         ):
             # no worker yet: two calls outlast their wait and stay queued, the third finds the queue full
             held = [
