@@ -37,6 +37,9 @@ def commands(quick: bool) -> list[list[str]]:
     found.append([python, "-m", "bench.callgrind_persistence", *(["--jobs", "2", "6"] if quick else [])])
     found.append([python, "-m", "bench.lease_recovery", *(["--runs", "1", "--rounds", "1"] if quick else [])])
     found.append([python, str(ROOT / "bench" / "sim_rps.py"), *(["--runs", "1"] if quick else [])])
+    found.append(
+        [python, "-m", "bench.dropin", *(["--requests", "100", "--waiting", "200"] if quick else [])]
+    )
     return found
 
 
