@@ -13,6 +13,10 @@ from the other. (A storm beyond what the process can parse still slows both: REA
 Health probes (``/healthz``, ``/readyz``) and ``/metrics`` are never refused: an
 orchestrator must not restart a process for being busy, and the refusals must stay observable.
 
+A drop-in OpenAI call (``api.routes.openai_compat``) holds a write slot while its job is submitted,
+then gives it back (``release_admission``) before it waits for the job: the submission is the work,
+the wait costs a future on the event loop.
+
 Every refusal is counted in ``batchery_requests_refused_total{lane}`` (``/metrics``, ``batchery top``)
 through the app's buffered job counters, so it costs no Redis round trip either.
 """
@@ -34,6 +38,9 @@ from domain.metrics.store import MetricBatch
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 NEVER_SHED = ("/healthz", "/readyz", "/metrics")
+RELEASE_KEY = "batchery.release_admission"
+"""Where a request's scope holds the call that gives its slot back: the drop-in OpenAI endpoints call
+it once their job is stored, so the calls they then wait on (thousands per process) hold no slot."""
 WAITING_PER_SLOT = 4
 """Waiters per slot: with a process serving about 300 submissions a second and 8 slots, 32 waiters are
 about 100 ms of work, the default wait; more could not be served within it."""
@@ -118,10 +125,19 @@ class AdmissionMiddleware:
             _count_refusal(scope, lane.name)
             await self._refuse(send, lane)
             return
+        left = False
+
+        def release() -> None:
+            nonlocal left
+            if not left:
+                left = True
+                lane.leave()
+
+        scope[RELEASE_KEY] = release  # a route that then only waits gives its slot back early
         try:
             await self.app(scope, receive, send)
         finally:
-            lane.leave()
+            release()
 
     async def _refuse(self, send: Send, lane: Lane) -> None:
         body = json.dumps(
@@ -159,3 +175,10 @@ def _count_refusal(scope: Scope, lane: str) -> None:
     batch.count(catalog.REQUESTS_REFUSED, (lane,))
     batch.add_window(catalog.REFUSALS_WINDOW_TIER, lane, "refused")
     counters.store.write(batch, now=0.0)
+
+
+def release_admission(scope: Scope) -> None:
+    """Give the request's admission slot back now (it would be at the end of the response)."""
+    release = scope.get(RELEASE_KEY)
+    if callable(release):
+        release()

@@ -16,7 +16,7 @@ from api.deps import flush_job_counters
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
 from api.request_limits import REFUSALS, RequestTargetMiddleware
-from api.routes import batches, files, health, jobs, jobs_bulk, webhooks
+from api.routes import batches, files, health, jobs, jobs_bulk, openai_compat, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from api.threads import install_service_threads
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             flush_job_counters(app.state)
+            await openai_compat.close_completion_waiter(app.state)
             app.state.enqueuer.close()
             app.state.redis.close()
             engine.dispose()
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(usage_routes.router)
     app.include_router(metrics_routes.router)
+    app.include_router(openai_compat.router)  # drop-in OpenAI endpoints
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/files",)
     )  # uploads are limited while they stream (api.routes.files)

@@ -39,6 +39,9 @@ def commands(quick: bool) -> list[list[str]]:
     found.append([python, str(ROOT / "bench" / "sim_rps.py"), *(["--runs", "1"] if quick else [])])
     found.append([python, "-m", "bench.overload", *(["--rounds", "1", "--seconds", "2"] if quick else [])])
     found.append([python, "-m", "bench.tail", *(["--rounds", "1", "--seconds", "3"] if quick else [])])
+    found.append(
+        [python, "-m", "bench.dropin", *(["--requests", "100", "--waiting", "200"] if quick else [])]
+    )
     return found
 
 

@@ -42,6 +42,9 @@ def add_api_parser(sub: Any) -> None:
     parser.set_defaults(handler=run_api)
 
 
+API_SHUTDOWN_GRACE_SECONDS = 30
+
+
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -60,6 +63,9 @@ def run_api(args: argparse.Namespace) -> int:
         log_level=get_settings().log_level.lower(),
         log_config=uvicorn_log_config(settings.log_format, settings.log_level),
         access_log=False,
+        # calls waiting on their jobs (drop-in endpoints) would hold a restart for up to their timeout;
+        # past this, they are cut off and their jobs complete anyway (README, Drop-in OpenAI endpoints)
+        timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS,
     )
     return 0
 

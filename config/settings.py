@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     # A request that finds its lane full may wait this long for a slot (at most four times the limit
     # waiting), so a pause of the process refuses nobody; 0 refuses at once.
     api_admission_wait_ms: int = Field(default=100, ge=0, le=10_000)
+    # Drop-in OpenAI endpoints (README: "Drop-in OpenAI endpoints"): how long a call waits for its job
+    # before answering 202 with the job (``x-batchery-timeout`` overrides it, up to the maximum), how
+    # often a waiting API process checks the database for completions whose notice it missed, and how
+    # long the final attempt's ``x-request-id`` is kept in Redis for the waiting call (every job's
+    # outcome sets one key: this bounds them to about rate x TTL).
+    openai_wait_seconds: float = Field(default=300.0, gt=0)
+    openai_max_wait_seconds: float = Field(default=3600.0, gt=0)
+    openai_poll_seconds: float = Field(default=5.0, gt=0, le=300)
+    openai_notice_ttl_seconds: int = Field(default=60, ge=1)
 
     @field_validator("webhook_secrets", "webhook_allowed_networks", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -76,6 +76,7 @@ class JobRunner:
         worker_id: str,
         requeue: Callable[[str, str], object] | None = None,
         notify_webhook: Callable[[str], object] | None = None,
+        notify_done: Callable[[str, Mapping[str, str] | None], object] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_limiter_wait: float = 30.0,
         stopping: Callable[[], bool] | None = None,
@@ -98,6 +99,7 @@ class JobRunner:
         self.worker_id = worker_id
         self.requeue = requeue
         self.notify_webhook = notify_webhook
+        self.notify_done = notify_done  # (job id, final attempt's headers) once a terminal outcome is stored
         self.sleep = sleep
         self.clock = clock
         self.keeper = keeper if keeper is not None else LeaseKeeper()
@@ -211,7 +213,12 @@ class JobRunner:
                 claim, progress, AttemptOutcome.succeeded, status_code=response.status_code
             ),
         )
+        self._announce(claim, stored, response.headers)
         return stored.value if stored is not None else "lease_lost"
+
+    def _announce(self, claim: Claim, stored: object, headers: Mapping[str, str] | None) -> None:
+        if stored and self.notify_done is not None:
+            self.notify_done(claim.job_id, headers)
 
     def _cancel_requested(self, claim: Claim) -> bool:
         """After a backoff: was the job cancelled (or its lease lost) while it waited?"""
@@ -280,6 +287,7 @@ class JobRunner:
             limiter_wait_ms=int(progress.limiter_wait * 1000),
             attempt=self._attempt(claim, progress, AttemptOutcome.failed, error=error),
         )
+        self._announce(claim, stored, error.headers)
         return stored.value if stored is not None else "lease_lost"
 
     def _give_back(self, claim: Claim) -> str:
@@ -293,6 +301,7 @@ class JobRunner:
 
     def _end_after_lost_lease(self, claim: Claim, progress: Progress) -> str:
         ended = self._write(repository.end_cancelled, claim, attempt=progress.last_attempt)
+        self._announce(claim, ended, None)
         return "cancelled" if ended else "lease_lost"
 
     def _write(

@@ -23,6 +23,7 @@ from domain.storage.sessions import make_engine, make_session_factory, session_s
 from domain.tokens.text import warm_up as warm_up_tokenizers
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
 from workers.batch_tasks import BatchWorker, register_batch_tasks
+from workers.completion_notice import CompletionNotice
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.heartbeat import Heartbeat
 from workers.limiter import RedisLimiter
@@ -91,6 +92,9 @@ class WorkerState:
                     worker_id=self.worker_id,
                     requeue=lambda _job_id, _queue: self.pump.nudge(),
                     notify_webhook=self.send_webhook,
+                    notify_done=CompletionNotice(
+                        redis_client, self.settings.redis_prefix, self.settings.openai_notice_ttl_seconds
+                    ).publish,
                     sleep=self.gate.sleep,
                     stopping=self.gate.is_stopping,
                     keeper=self.keeper,

@@ -15,6 +15,9 @@ Limiter keys, for a budget named ``NAME``:
 Metric keys (``domain.metrics.store`` says what their fields hold): ``<prefix>:metrics:counters``,
 ``<prefix>:metrics:histograms`` and ``<prefix>:metrics:window:<slot>``.
 
+Completion notices (``workers.completion_notice``): the channel ``<prefix>:jobs:done`` and, per job,
+``<prefix>:job:<id>:done``.
+
 The dispatcher's marker: ``<prefix>:dispatch:epoch``. Celery's own queue lists are named by Celery
 (``broker_queue_keys``), not prefixed.
 """
@@ -68,6 +71,17 @@ class RedisKeys:
     def metrics_window(self, slot: int) -> str:
         """The hash of one 10-second slot of the last minute's figures."""
         return f"{self.prefix}:metrics:window:{slot}"
+
+    @property
+    def job_done_channel(self) -> str:
+        """The pub/sub channel a worker announces each job's terminal outcome on (``<job id> <request
+        id>``), once it is stored: the waiting drop-in OpenAI calls wake on it."""
+        return f"{self.prefix}:jobs:done"
+
+    def job_done(self, job_id: str) -> str:
+        """A string set (with an expiry) when a job's terminal outcome is stored: the ``x-request-id`` of
+        its final upstream attempt (empty when there was none)."""
+        return f"{self.prefix}:job:{job_id}:done"
 
 
 def broker_queue_keys(queue: str) -> list[str]:

@@ -1,0 +1,224 @@
+"""Drop-in OpenAI endpoints: ``POST /v1/chat/completions``, ``/v1/embeddings``, ``/v1/images/generations``,
+``/v1/responses`` and ``GET /v1/models``, so existing code changes only its ``base_url`` and key.
+
+Each call becomes a durable job through the same path as ``POST /v1/jobs`` (``api.routes.jobs``: checks,
+tier, estimates, quotas, fast-path enqueue), so it passes the global limiter, priorities and retries;
+the HTTP request then waits (``api.completion_waiter``) and answers the upstream's own body and status,
+with ``x-batchery-job-id`` and the final attempt's ``x-request-id``. Headers:
+
+- ``x-batchery-timeout``: seconds to wait (default ``openai_wait_seconds``); when they pass, the answer
+  is ``202`` with the job and a ``Location`` to poll: the job goes on and its result is kept.
+- ``x-batchery-priority``: the job's priority (-100 to 100).
+- ``x-batchery-cancel-on-disconnect: true``: cancel the job if the client goes away (by default the job
+  completes and is stored anyway).
+- ``Idempotency-Key``: as on ``POST /v1/jobs``; a repeated call with the same key waits for the same job.
+
+Streaming (``stream: true``) is refused with 422 ``streaming_unsupported``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.admission import release_admission
+from api.auth import require_scope
+from api.completion_waiter import CompletionWaiter, database_poll
+from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
+from api.presenters import job_out
+from api.routes.jobs import _submit, cancel_job
+from api.webhook_hosts import webhook_check
+from api.window_rooms import WindowRoomsDep
+from domain.batches.schemas import Endpoint, job_kind_for
+from domain.errors import InvalidRequest, NotFound
+from domain.jobs import repository
+from domain.jobs.schemas import JobCreate
+from domain.jobs.streaming import STREAMING_UNSUPPORTED
+from domain.status import JobKind, JobStatus
+from domain.storage.models import Job
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
+_WRITE = [require_scope("jobs:write")]
+OpenAIBody = Annotated[dict[str, Any], Body()]
+Timeout = Annotated[float | None, Header(alias="x-batchery-timeout", gt=0)]
+Priority = Annotated[int, Header(alias="x-batchery-priority", ge=-100, le=100)]
+CancelOnDisconnect = Annotated[bool, Header(alias="x-batchery-cancel-on-disconnect")]
+
+
+def completion_waiter(request: Request) -> CompletionWaiter:
+    """The process's waiter, made on first use (``close_completion_waiter`` ends it)."""
+    state = request.app.state
+    waiter: CompletionWaiter | None = getattr(state, "completion_waiter", None)
+    if waiter is None:
+        settings = state.settings
+        waiter = CompletionWaiter(
+            settings.redis_url,
+            settings.redis_prefix,
+            poll_seconds=settings.openai_poll_seconds,
+            ended=database_poll(state.sessions),
+        )
+        state.completion_waiter = waiter
+    return waiter
+
+
+async def close_completion_waiter(state: Any) -> None:
+    waiter: CompletionWaiter | None = getattr(state, "completion_waiter", None)
+    if waiter is not None:
+        await waiter.close()
+
+
+class _Call:
+    """One drop-in call: submit the job, wait for it, answer as the upstream did."""
+
+    def __init__(
+        self,
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        enqueuer: EnqueuerDep,
+        tenant: TenantDep,
+        counters: JobCountersDep,
+        rooms: WindowRoomsDep,
+        x_batchery_timeout: Timeout = None,
+        x_batchery_priority: Priority = 0,
+        x_batchery_cancel_on_disconnect: CancelOnDisconnect = False,
+        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    ) -> None:
+        self.request, self.session, self.settings = request, session, settings
+        self.enqueuer, self.tenant, self.counters, self.rooms = enqueuer, tenant, counters, rooms
+        self.timeout = min(
+            x_batchery_timeout or settings.openai_wait_seconds, settings.openai_max_wait_seconds
+        )
+        self.priority = x_batchery_priority
+        self.cancel_on_disconnect = x_batchery_cancel_on_disconnect
+        self.idempotency_key = idempotency_key
+
+    async def answer(self, kind: JobKind, body: dict[str, Any]) -> JSONResponse:
+        if body.get("stream") not in (None, False):
+            raise InvalidRequest(
+                "stream: streaming is not supported by batchery's drop-in endpoints; leave out 'stream'",
+                param="stream",
+                code=STREAMING_UNSUPPORTED,
+            )
+        check = await webhook_check(self.request, [])
+        job_create = JobCreate(kind=kind, request=body, priority=self.priority)
+        submitted, _ = await run_in_threadpool(
+            _submit,
+            job_create,
+            self.session,
+            self.settings,
+            self.enqueuer,
+            self.tenant,
+            self.counters,
+            self.rooms,
+            self.idempotency_key,
+            check,
+        )
+        release_admission(self.request.scope)  # stored: the wait below holds no admission slot
+        waiter = completion_waiter(self.request)
+        wait = asyncio.ensure_future(waiter.wait(submitted.id, self.timeout))
+        if self.cancel_on_disconnect:
+            await self._race_disconnect(wait, submitted.id)
+        request_id = await wait
+        job = await run_in_threadpool(self._read, submitted.id)
+        if request_id is None and job.status not in _TERMINAL:
+            return JSONResponse(
+                job_out(job).model_dump(mode="json"),
+                status_code=202,
+                headers={"location": f"/v1/jobs/{job.id}", "x-batchery-job-id": job.id},
+            )
+        if request_id is None:
+            request_id = await waiter.request_id(job.id)
+        return _final(job, request_id)
+
+    async def _race_disconnect(self, wait: asyncio.Future[str | None], job_id: str) -> None:
+        """Until ``wait`` ends: when the client goes away, cancel the job."""
+        while not wait.done():
+            await asyncio.wait({wait}, timeout=1.0)
+            if not wait.done() and await self.request.is_disconnected():
+                await run_in_threadpool(self._cancel, job_id)
+                wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait
+                return
+
+    def _cancel(self, job_id: str) -> None:
+        with self.request.app.state.sessions() as session:
+            cancel_job(job_id, session, self.settings, self.enqueuer, self.tenant, self.counters)
+
+    def _read(self, job_id: str) -> Job:
+        with self.request.app.state.sessions() as session:
+            job = repository.get_job(session, job_id, tenant_id=self.tenant)
+            session.expunge(job)
+            return job
+
+
+def _final(job: Job, request_id: str) -> JSONResponse:
+    headers = {"x-batchery-job-id": job.id}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if job.status == JobStatus.succeeded.value:
+        return JSONResponse(job.result, status_code=200, headers=headers)
+    if job.status == JobStatus.cancelled.value:
+        body = _error("the job was cancelled before it finished", "job_cancelled", "job_cancelled")
+        return JSONResponse(body, status_code=409, headers=headers)
+    status = job.error_status if job.error_status is not None and 400 <= job.error_status < 600 else 502
+    stored = job.result
+    if isinstance(stored, dict) and isinstance(stored.get("error"), dict):
+        return JSONResponse(stored, status_code=status, headers=headers)
+    message = job.error_message or "the upstream call failed"
+    return JSONResponse(_error(message, job.error_type or "upstream_error", None), status, headers=headers)
+
+
+def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+CallDep = Annotated[_Call, Depends()]
+
+
+@router.post("/chat/completions", dependencies=_WRITE)
+async def chat_completions(body: OpenAIBody, call: CallDep) -> JSONResponse:
+    """OpenAI's chat completions (a vision job when a message carries an image)."""
+    return await call.answer(job_kind_for(Endpoint.chat, body), body)
+
+
+@router.post("/embeddings", dependencies=_WRITE)
+async def embeddings(body: OpenAIBody, call: CallDep) -> JSONResponse:
+    return await call.answer(JobKind.embedding, body)
+
+
+@router.post("/images/generations", dependencies=_WRITE)
+async def images_generations(body: OpenAIBody, call: CallDep) -> JSONResponse:
+    return await call.answer(JobKind.image, body)
+
+
+@router.post("/responses", dependencies=_WRITE)
+async def responses(body: OpenAIBody, call: CallDep) -> JSONResponse:
+    return await call.answer(JobKind.response, body)
+
+
+def _model(name: str, tier: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": f"batchery:{tier}"}
+
+
+@router.get("/models", dependencies=[require_scope("jobs:read")])
+async def list_models(settings: SettingsDep) -> dict[str, Any]:
+    """The models of the configured tiers, in OpenAI's list shape."""
+    data = [_model(name, tier.name) for tier in settings.tiers.tiers.values() for name in tier.models]
+    return {"object": "list", "data": sorted(data, key=lambda model: str(model["id"]))}
+
+
+@router.get("/models/{model}", dependencies=[require_scope("jobs:read")])
+async def get_model(model: str, settings: SettingsDep) -> dict[str, Any]:
+    tier = settings.tiers.tier_for(model)
+    if tier is None or model not in tier.models:
+        raise NotFound(f"no model {model!r}", param="model")
+    return _model(model, tier.name)

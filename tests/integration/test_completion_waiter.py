@@ -1,0 +1,98 @@
+"""Waiting for jobs to end (``api.completion_waiter``) against the real Redis and both databases: thousands
+of waiters woken by the workers' notices (``workers.completion_notice``), and the database poll that
+answers when a notice is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.completion_waiter import CompletionWaiter, database_poll
+from domain.jobs import repository
+from domain.storage.models import Job
+from tests.factories import new_job
+from workers.completion_notice import CompletionNotice
+
+WAITERS = 2000
+
+
+def _prefix() -> str:
+    return f"waiter-{uuid.uuid4().hex[:8]}"
+
+
+async def _never(_ids: list[str]) -> set[str]:
+    return set()
+
+
+def test_two_thousand_waiters_wake_on_their_own_notices(redis_url: str) -> None:
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_url)
+    notice = CompletionNotice(client, prefix, ttl_seconds=60)
+
+    async def run() -> tuple[list[str | None], int]:
+        waiter = CompletionWaiter(redis_url, prefix, poll_seconds=60, ended=_never)
+        waiter.start()
+        await asyncio.sleep(0.3)  # subscribed
+        try:
+            waits = [asyncio.ensure_future(waiter.wait(f"job_{i}", 20)) for i in range(WAITERS)]
+            await asyncio.sleep(0.3)
+            held = waiter.waiting
+            for i in range(0, WAITERS, 2):  # every other job ends
+                notice.publish(f"job_{i}", {"x-request-id": f"req_{i}"})
+            ended = await asyncio.wait_for(asyncio.gather(*waits[::2]), 20)
+            assert all(not wait.done() for wait in waits[1::2])
+            for wait in waits[1::2]:
+                wait.cancel()
+            await asyncio.gather(*waits[1::2], return_exceptions=True)
+            return list(ended), held
+        finally:
+            await waiter.close()
+
+    try:
+        ended, held = asyncio.run(run())
+    finally:
+        client.close()
+    assert held == WAITERS
+    assert ended == [f"req_{i}" for i in range(0, WAITERS, 2)]
+
+
+def test_a_job_ended_before_the_wait_began_answers_at_once(redis_url: str) -> None:
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_url)
+    CompletionNotice(client, prefix, ttl_seconds=60).publish("job_early", {"x-request-id": "req_early"})
+    client.close()
+
+    async def run() -> str | None:
+        waiter = CompletionWaiter(redis_url, prefix, poll_seconds=60, ended=_never)
+        try:
+            return await waiter.wait("job_early", 5)
+        finally:
+            await waiter.close()
+
+    assert asyncio.run(run()) == "req_early"
+
+
+def test_a_lost_notice_is_answered_by_the_database_poll(
+    sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    with sessions() as session:
+        done, _ = repository.create_job(session, new_job())
+        pending, _ = repository.create_job(session, new_job())
+        session.execute(update(Job).where(Job.id == done.id).values(status="succeeded"))
+        session.commit()
+        done_id, pending_id = done.id, pending.id
+
+    async def run() -> tuple[str | None, str | None]:
+        waiter = CompletionWaiter(redis_url, _prefix(), poll_seconds=0.2, ended=database_poll(sessions))
+        try:
+            return await asyncio.gather(waiter.wait(done_id, 10), waiter.wait(pending_id, 1.0))
+        finally:
+            await waiter.close()
+
+    ended, still_queued = asyncio.run(run())
+    assert ended == ""  # no notice, so no request id: but the call is answered
+    assert still_queued is None
