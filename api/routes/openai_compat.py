@@ -37,12 +37,15 @@ from api.window_rooms import WindowRoomsDep
 from domain.batches.schemas import Endpoint, job_kind_for
 from domain.errors import InvalidRequest, NotFound
 from domain.jobs import repository
-from domain.jobs.schemas import JobCreate
+from domain.jobs.schemas import ErrorBody, JobCreate
 from domain.jobs.streaming import STREAMING_UNSUPPORTED
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Job
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503)
+}
+router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
 
 _TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 _WRITE = [require_scope("jobs:write")]
