@@ -119,8 +119,8 @@ REQUESTS_REFUSED = Family(
 REFUSALS_WINDOW_TIER = "api"
 """Refusals also go to the 10-second window (``domain.metrics.store``) as ``api|<lane>|refused``, so
 ``batchery top`` can show the last minute's."""
-JOBS_QUEUED = Family(
-    "batchery_jobs_queued", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
+BACKLOG_JOBS = Family(
+    "batchery_backlog_jobs", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
 )
 
 STORED_FAMILIES = (
@@ -137,7 +137,7 @@ STORED_FAMILIES = (
     LIMITER_WAIT,
     REQUESTS_REFUSED,
 )
-SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, JOBS_QUEUED)
+SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, BACKLOG_JOBS)
 
 
 def bounded(value: str, allowed: frozenset[str]) -> str:
