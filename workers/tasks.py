@@ -31,6 +31,7 @@ from workers.limiter import RedisLimiter
 from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
+from workers.stream_relay import StreamRelay
 from workers.task_outcome import JobFailed, failure_of, was_cancelled
 from workers.upstream import make_upstream_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
@@ -99,6 +100,9 @@ class WorkerState:
                     sleep=self.gate.sleep,
                     stopping=self.gate.is_stopping,
                     keeper=self.keeper,
+                    relay=StreamRelay(
+                        redis_client, self.settings.redis_prefix, self.settings.openai_notice_ttl_seconds
+                    ),
                 )
             return self._runner
 
