@@ -78,20 +78,37 @@ async def send_bytes(
 
 async def send_event_stream(
     send: Send,
+    receive: Receive,
     frames: Sequence[bytes],
     headers: Iterable[tuple[str, str]],
     request_id: str,
     pause_seconds: float,
-) -> None:
-    """Send a 200 ``text/event-stream`` answer frame by frame, pausing ``pause_seconds`` between frames."""
+) -> bool:
+    """Send a 200 ``text/event-stream`` answer frame by frame, ``pause_seconds`` apart.
+
+    Returns False when the client went away before the last frame (the rest is then not sent).
+    """
     raw = [SSE_TYPE, (b"x-request-id", request_id.encode())]
     raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
-    await send({"type": "http.response.start", "status": 200, "headers": raw})
-    for position, frame in enumerate(frames):
-        if position and pause_seconds > 0:
-            await asyncio.sleep(pause_seconds)
-        await send({"type": "http.response.body", "body": frame, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        for position, frame in enumerate(frames):
+            if position and pause_seconds > 0:
+                await asyncio.sleep(pause_seconds)
+            if gone.done():
+                return False
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has gone (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_json(send: Send, status: int, value: object, headers: Iterable[tuple[str, str]] = ()) -> None:

@@ -102,9 +102,8 @@ async def serve_model_call(
                     send, 200, payload, _common_headers(started, limit_headers), request_id=request_id
                 )
             else:
-                await _stream(
-                    state, send, payload, _common_headers(started, limit_headers), request_id, outcome
-                )
+                common = _common_headers(started, limit_headers)
+                await _stream(state, send, receive, payload, common, request_id, outcome)
         except ApiError as exc:
             status = exc.status
             extra = {**limit_headers, **exc.headers}
@@ -198,16 +197,20 @@ async def _answer(
 async def _stream(
     state: SimulatorState,
     send: Send,
+    receive: Receive,
     frames: list[bytes],
     headers: list[tuple[str, str]],
     request_id: str,
     outcome: CallOutcome,
 ) -> None:
     """Send an event stream; a client that goes away midway only ends it (no usage is counted then)."""
+    pause = state.settings.stream_chunk_ms / 1000.0
     try:
-        await send_event_stream(send, frames, headers, request_id, state.settings.stream_chunk_ms / 1000.0)
+        finished = await send_event_stream(send, receive, frames, headers, request_id, pause)
     except Exception:
         _LOG.debug("a streamed answer ended early", exc_info=True)
+        finished = False
+    if not finished:
         outcome.usage = None
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from typing import Any
 
 import pytest
 
+from simulator.app import build_app
 from simulator.calls import CallContext, StreamFrame
 from simulator.chat import plan_chat
 from simulator.directives import parse_directive
@@ -15,10 +18,13 @@ from simulator.errors import ApiError
 from simulator.images import plan_image_generation
 from simulator.prompt_cache import PromptCache
 from simulator.responses_api import plan_response
+from simulator.settings import SettingsError, SimulatorSettings, load_settings
 from simulator.streaming import DONE_FRAME, split_reply, stream_script
 
 pytestmark = pytest.mark.unit
 
+AUTH = (b"authorization", b"Bearer sk-test")
+MESSAGES = [{"role": "user", "content": "Tell me about streaming, at some length please."}]
 TOOLS = [
     {
         "type": "function",
@@ -273,3 +279,44 @@ def test_stream_error_after_directive() -> None:
     assert parse_directive("sim:stream_error_after=3; latency=20").stream_error_after == 3
     with pytest.raises(ApiError, match="stream_error_after must be an integer"):
         parse_directive("sim:stream_error_after=x")
+
+
+def test_a_client_leaving_midway_ends_the_stream_and_counts_no_usage() -> None:
+    app = build_app(SimulatorSettings(no_limits=True, stream_chunk_ms=1.0), rng=random.Random(1))
+    body = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "stream": True}).encode()
+    sent: list[dict[str, Any]] = []
+    left = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent:
+            return {"type": "http.request", "body": body, "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if len(sent) == 3:  # the start and two frames
+            left.set()
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [AUTH],
+        "query_string": b"",
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert dict(sent[0]["headers"])[b"content-type"] == b"text/event-stream; charset=utf-8"
+    frames = [message["body"] for message in sent[1:]]
+    assert DONE_FRAME not in frames and 2 <= len(frames) < 6
+    stats = app.state.stats.snapshot()
+    assert stats["streamed"] == 1 and stats["by_status"] == {"200": 1}
+    assert stats["usage"]["total_tokens"] == 0
+
+
+def test_stream_chunk_ms_setting() -> None:
+    assert load_settings({}, {"BATCHERY_SIM_STREAM_CHUNK_MS": "0"}).stream_chunk_ms == 0
+    assert SimulatorSettings().stream_chunk_ms == 5.0
+    with pytest.raises(SettingsError, match="--stream-chunk-ms"):
+        load_settings({"stream_chunk_ms": "-1"}, {})
