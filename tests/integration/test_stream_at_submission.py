@@ -17,7 +17,7 @@ from tests.support.keys import bearer, create_key
 
 pytestmark = pytest.mark.integration
 KINDS = ("chat", "vision", "embedding", "image", "response")
-STREAMING = ("chat", "vision", "response")
+STREAMING = ["chat", "vision", "response"]
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -29,7 +29,7 @@ def client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[TestClien
         yield test_client
 
 
-@pytest.mark.parametrize("kind", ("embedding", "image"))
+@pytest.mark.parametrize("kind", ["embedding", "image"])
 @pytest.mark.parametrize("stream", [True, "true", 1])
 def test_stream_is_refused_with_a_clear_code(client: TestClient, kind: str, stream: object) -> None:
     response = client.post("/v1/jobs", json={"kind": kind, "request": {**REQUESTS[kind](), "stream": stream}})
