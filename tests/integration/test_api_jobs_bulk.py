@@ -158,7 +158,7 @@ def test_the_fast_path_sends_only_what_fits_in_each_window_and_the_rest_wait_in_
 
 def test_ids_that_cannot_be_sent_go_back_to_the_backlog(client: TestClient, settings: Settings) -> None:
     class Down:
-        def send_many(self, jobs: list[tuple[str, str]]) -> list[str]:
+        def send_many(self, jobs: list[tuple[str, str]], labels: object = None) -> list[str]:
             return [job_id for job_id, _ in jobs]
 
     client.app.dependency_overrides[get_enqueuer] = lambda: Down()  # type: ignore[attr-defined]
