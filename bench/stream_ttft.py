@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import resource
 import statistics
 import time
 from typing import Any
 
-import httpx
-
 from bench import procstat
+from bench.dropin import port_of
 from bench.harness import ROOT, batchery_env, save, services, start_api, start_simulator
 from testbed.processes import batchery
 
@@ -37,31 +37,46 @@ def body(index: int) -> dict[str, Any]:
     }
 
 
-async def one(client: httpx.AsyncClient, index: int) -> tuple[float, float]:
-    """(seconds to the first content chunk, seconds to the end) of one streamed call."""
+def request_bytes(port: int, index: int) -> bytes:
+    payload = json.dumps(body(index), separators=(",", ":")).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+    head += "authorization: Bearer sk-bench\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return (head + f"content-length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+FIRST_TEXT = re.compile(rb'"content": ?"[^"]')
+"""The first chunk with text in it (the role chunk's content is empty)."""
+
+
+async def one(port: int, index: int) -> tuple[float, float]:
+    """(seconds to the first content chunk, seconds to the end) of one streamed call, read from a raw
+    socket (the load client must cost far less than the server it measures: no HTTP library)."""
     began = time.perf_counter()
     first = 0.0
-    async with client.stream("POST", "/v1/chat/completions", json=body(index)) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            compact = line.replace(" ", "")
-            if not first and '"content":"' in compact and '"content":""' not in compact:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes(port, index))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+        tail = b""
+        while data := await reader.read(65536):
+            if not first and FIRST_TEXT.search(tail + data):
                 first = time.perf_counter() - began
-            if line == "data: [DONE]":
-                break
+            tail = data[-64:]
+    finally:
+        writer.close()
     return first, time.perf_counter() - began
 
 
-async def load(base_url: str, calls: int, concurrency: int) -> list[tuple[float, float]]:
+async def load(port: int, calls: int, concurrency: int) -> list[tuple[float, float]]:
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
 
-        async def gated(index: int) -> tuple[float, float]:
-            async with gate:
-                return await one(client, index)
+    async def gated(index: int) -> tuple[float, float]:
+        async with gate:
+            return await one(port, index)
 
-        return await asyncio.gather(*(gated(i) for i in range(calls)))
+    return await asyncio.gather(*(gated(i) for i in range(calls)))
 
 
 def figures(samples: list[tuple[float, float]]) -> dict[str, float]:
@@ -104,10 +119,10 @@ def main() -> None:
         api_url = start_api(running, env)
         api = next(process for process in running.processes if process.name == "api")
         running.start("worker", batchery("worker", "--concurrency", "32"), env)
-        asyncio.run(load(api_url, 20, args.concurrency))  # warm-up: connections, encodings, plans
-        direct = asyncio.run(load(f"{sim_url}", args.calls, args.concurrency))
+        asyncio.run(load(port_of(api_url), 20, args.concurrency))  # warm-up: connections, encodings, plans
+        direct = asyncio.run(load(port_of(sim_url), args.calls, args.concurrency))
         api_cpu_before, cpu_before = procstat.cpu_seconds(api.popen.pid), client_cpu()
-        through = asyncio.run(load(api_url, args.calls, args.concurrency))
+        through = asyncio.run(load(port_of(api_url), args.calls, args.concurrency))
         api_cpu = procstat.cpu_seconds(api.popen.pid) - api_cpu_before
         record["direct"], record["batchery"] = figures(direct), figures(through)
         record["added_ms"] = {
