@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
+from api.spend import reserve_jobs
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
@@ -58,13 +59,14 @@ async def submit_jobs_bulk(
     tenant: TenantDep,
     counters: JobCountersDep,
     rooms: WindowRoomsDep,
+    key_id: KeyIdDep,
 ) -> BulkJobsOut:
     """Check every item; store the valid ones (durable before anything is sent) and answer per item.
     Webhook hosts are resolved first, on the event loop; the rest runs in one hop to a worker thread."""
     urls = [item.get("webhook_url") for item in body.jobs if isinstance(item, dict)]
     check = await webhook_check(request, urls)
     return await run_in_threadpool(
-        _submit_all, body, session, settings, enqueuer, tenant, counters, rooms, check
+        _submit_all, body, session, settings, enqueuer, tenant, counters, rooms, check, key_id
     )
 
 
@@ -77,11 +79,12 @@ def _submit_all(
     counters: JobCounters,
     rooms: WindowRooms,
     check: WebhookCheck,
+    key_id: str | None = None,
 ) -> BulkJobsOut:
     submission = Submission(settings, tenant_id=tenant, check_webhook=check)
     prepared = [submission.prepare_item(index, raw) for index, raw in enumerate(body.jobs)]
     valid = [item for item in prepared if isinstance(item, NewJob)]
-    stored = _store(session, settings, enqueuer, rooms, tenant, valid) if valid else []
+    stored = _store(session, settings, enqueuer, rooms, tenant, valid, key_id) if valid else []
     if stored:
         counters.submitted(stored)
     return _answer(prepared, stored)
@@ -94,6 +97,7 @@ def _store(
     rooms: WindowRooms,
     tenant: str,
     jobs: list[NewJob],
+    key_id: str | None = None,
 ) -> list[StoredJob]:
     ensure_queue_room(session, tenant_id=tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
     tiers = settings.tiers.tiers
@@ -101,6 +105,8 @@ def _store(
     room = {name: rooms.take(session, settings, tiers[name], count) for name, count in wanted.items()}
     send_now = bulk_jobs.fast_path_quota(jobs, room)
     stored = bulk_jobs.insert_jobs(session, jobs, send_now=send_now, now=utcnow())
+    held = [(job.id, new) for job, new in zip(stored, jobs, strict=True)]
+    reserve_jobs(session, settings, tenant_id=tenant, key_id=key_id, jobs=held)  # all or none
     session.commit()
     unsent = enqueuer.send_many([(job.id, tiers[job.tier].queue) for job in stored if job.send_now])
     if unsent:
