@@ -20,9 +20,9 @@ from domain.jobs.repository import NewJob
 from domain.storage.models import utcnow
 
 
-def has_budget(session: Session, tenant_id: str) -> bool:
+def has_budget(session: Session, *, tenant_id: str) -> bool:
     """Whether any budget is set for ``tenant_id`` (as this process last read it)."""
-    return bool(BUDGET_BOOK.budgets_of(session, tenant_id))
+    return bool(BUDGET_BOOK.budgets_of(session, tenant_id=tenant_id))
 
 
 def reserve_jobs(
@@ -34,7 +34,7 @@ def reserve_jobs(
     jobs: Sequence[tuple[str, NewJob]],
 ) -> None:
     """Reserve the estimated charge of each ``(job id, job)`` against the caller's budgets."""
-    if not jobs or not has_budget(session, tenant_id):
+    if not jobs or not has_budget(session, tenant_id=tenant_id):
         return
     now = utcnow()
     prices = load_prices(settings.prices_file)

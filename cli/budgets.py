@@ -103,7 +103,7 @@ def run_set(args: argparse.Namespace) -> int:
         allow_unpriced=args.allow_unpriced,
     )
     with _session() as session:
-        set_budget(session, args.tenant, limits, key_id=args.key)
+        set_budget(session, limits, tenant_id=args.tenant, key_id=args.key)
     whose = f"API key {args.key} of tenant {args.tenant}" if args.key else f"tenant {args.tenant}"
     shown = [
         f"{name.replace('_', ' ')} {value}"
@@ -119,7 +119,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 def run_clear(args: argparse.Namespace) -> int:
     with _session() as session:
-        removed = clear_budget(session, args.tenant, key_id=args.key)
+        removed = clear_budget(session, tenant_id=args.tenant, key_id=args.key)
     whose = f"API key {args.key} of tenant {args.tenant}" if args.key else f"tenant {args.tenant}"
     if not removed:
         raise BudgetsError(f"no budget is set for {whose}")

@@ -153,4 +153,8 @@ def collect(
 def collect_budgets(sessions: sessionmaker[Session]) -> list[PeriodSpend]:
     """Every budget's current UTC day and month."""
     with session_scope(sessions) as session:
-        return [spend for status in budget_status(session, now=utcnow()) for spend in status.periods]
+        return [
+            spend
+            for status in budget_status(session, now=utcnow(), tenant_id=None)
+            for spend in status.periods
+        ]

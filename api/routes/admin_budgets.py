@@ -49,7 +49,7 @@ def list_all(session: SessionDep, tenant: Annotated[str | None, Query(max_length
 @router.put("/{tenant}", response_model=BudgetOut)
 def put_tenant(tenant: Tenant, body: BudgetIn, session: SessionDep) -> BudgetOut:
     """Set (replace) the tenant's own budget."""
-    set_budget(session, tenant, body.limits())
+    set_budget(session, body.limits(), tenant_id=tenant)
     return _one(session, tenant, None)
 
 
@@ -61,7 +61,7 @@ def get_tenant(tenant: Tenant, session: SessionDep) -> BudgetOut:
 @router.delete("/{tenant}", response_model=BudgetList)
 def delete_tenant(tenant: Tenant, session: SessionDep) -> BudgetList:
     """Remove the tenant's own budget (its keys' budgets stay); answers what remains."""
-    if not clear_budget(session, tenant):
+    if not clear_budget(session, tenant_id=tenant):
         raise NotFound(f"no budget is set for tenant {tenant!r}", param="tenant")
     return BudgetList(data=[budget_out(s) for s in budget_status(session, now=utcnow(), tenant_id=tenant)])
 
@@ -69,7 +69,7 @@ def delete_tenant(tenant: Tenant, session: SessionDep) -> BudgetList:
 @router.put("/{tenant}/keys/{key_id}", response_model=BudgetOut)
 def put_key(tenant: Tenant, key_id: KeyId, body: BudgetIn, session: SessionDep) -> BudgetOut:
     """Set (replace) the budget of one of the tenant's API keys (it applies on top of the tenant's)."""
-    set_budget(session, tenant, body.limits(), key_id=key_id)
+    set_budget(session, body.limits(), tenant_id=tenant, key_id=key_id)
     return _one(session, tenant, key_id)
 
 
@@ -80,6 +80,6 @@ def get_key(tenant: Tenant, key_id: KeyId, session: SessionDep) -> BudgetOut:
 
 @router.delete("/{tenant}/keys/{key_id}", response_model=BudgetList)
 def delete_key(tenant: Tenant, key_id: KeyId, session: SessionDep) -> BudgetList:
-    if not clear_budget(session, tenant, key_id=key_id):
+    if not clear_budget(session, tenant_id=tenant, key_id=key_id):
         raise NotFound(f"no budget is set for API key {key_id} of tenant {tenant!r}", param="key_id")
     return BudgetList(data=[budget_out(s) for s in budget_status(session, now=utcnow(), tenant_id=tenant)])

@@ -79,7 +79,7 @@ def _create_batch(
         check(body.webhook_url, settings)
     now = utcnow()
     batch = batch_repository.create(session, body, tenant_id=tenant, now=now)
-    if has_budget(session, tenant):
+    if has_budget(session, tenant_id=tenant):
         prices = load_prices(settings.prices_file)
         charges = batch_charges(
             session,

@@ -33,7 +33,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def budget_periods(session: Session) -> list[PeriodSpend]:
     """Every budget's current day and month (nothing to read when no budget is set)."""
-    return [spend for status in budget_status(session, now=utcnow()) for spend in status.periods]
+    return [
+        spend for status in budget_status(session, now=utcnow(), tenant_id=None) for spend in status.periods
+    ]
 
 
 @router.get("/metrics", response_class=Response, responses=RESPONSES)

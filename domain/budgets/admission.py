@@ -79,7 +79,7 @@ def reserve(
 ) -> bool:
     """Reserve every charge against the budgets of ``tenant_id`` and ``key_id``; False when no budget
     applies (nothing is written). Raises BudgetExceeded or UnpricedModel; the caller rolls back."""
-    budgets = BUDGET_BOOK.budgets_of(session, tenant_id)
+    budgets = BUDGET_BOOK.budgets_of(session, tenant_id=tenant_id)
     applying = {
         name: limits
         for name, limits in budgets.items()

@@ -69,7 +69,7 @@ def _check(tenant_id: str, limits: BudgetLimits) -> None:
             raise InvalidRequest(f"{name}: at most 1e12", param=name)
 
 
-def set_budget(session: Session, tenant_id: str, limits: BudgetLimits, *, key_id: str | None = None) -> None:
+def set_budget(session: Session, limits: BudgetLimits, *, tenant_id: str, key_id: str | None = None) -> None:
     """Create or replace the budget of ``tenant_id`` (or of its key ``key_id``, which must exist)."""
     _check(tenant_id, limits)
     if key_id:
@@ -87,22 +87,22 @@ def set_budget(session: Session, tenant_id: str, limits: BudgetLimits, *, key_id
     row.allow_unpriced = limits.allow_unpriced
     row.updated_at = utcnow()
     session.flush()
-    BUDGET_BOOK.forget(tenant_id)
+    BUDGET_BOOK.forget(tenant_id=tenant_id)
 
 
-def clear_budget(session: Session, tenant_id: str, *, key_id: str | None = None) -> bool:
+def clear_budget(session: Session, *, tenant_id: str, key_id: str | None = None) -> bool:
     """Remove a budget (its counters stay, for the record); False when there was none."""
     removed = session.execute(
         delete(SpendBudget).where(
             SpendBudget.tenant_id == tenant_id, SpendBudget.key_id == (key_id or TENANT_BUDGET)
         )
     )
-    BUDGET_BOOK.forget(tenant_id)
+    BUDGET_BOOK.forget(tenant_id=tenant_id)
     return bool(getattr(removed, "rowcount", 0))
 
 
-def list_budgets(session: Session, tenant_id: str | None = None) -> list[SpendBudget]:
-    """Every budget (of one tenant), by tenant then key (the tenant's own first)."""
+def list_budgets(session: Session, *, tenant_id: str | None) -> list[SpendBudget]:
+    """Every budget (of one tenant; None for all), by tenant then key (the tenant's own first)."""
     query = select(SpendBudget).order_by(SpendBudget.tenant_id, SpendBudget.key_id)
     if tenant_id is not None:
         query = query.where(SpendBudget.tenant_id == tenant_id)
@@ -120,21 +120,22 @@ class BudgetBook:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[dict[str, BudgetLimits], float]] = {}
 
-    def budgets_of(self, session: Session, tenant_id: str) -> dict[str, BudgetLimits]:
+    def budgets_of(self, session: Session, *, tenant_id: str) -> dict[str, BudgetLimits]:
         """The tenant's budgets by ``key_id`` (``TENANT_BUDGET`` for the tenant's own)."""
         now = self.clock()
         with self._lock:
             seen = self._seen.get(tenant_id)
             if seen is not None and now - seen[1] < self.ttl:
                 return seen[0]
-        found = {row.key_id: limits_of(row) for row in list_budgets(session, tenant_id)}
+        found = {row.key_id: limits_of(row) for row in list_budgets(session, tenant_id=tenant_id)}
         with self._lock:
             if len(self._seen) >= 10_000:
                 self._seen.clear()
             self._seen[tenant_id] = (found, now)
         return found
 
-    def forget(self, tenant_id: str | None = None) -> None:
+    def forget(self, *, tenant_id: str | None) -> None:
+        """Drop what is known of ``tenant_id`` (None: of every tenant)."""
         with self._lock:
             if tenant_id is None:
                 self._seen.clear()

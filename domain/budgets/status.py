@@ -43,9 +43,9 @@ class BudgetStatus:
     periods: tuple[PeriodSpend, ...]
 
 
-def budget_status(session: Session, *, now: datetime, tenant_id: str | None = None) -> list[BudgetStatus]:
+def budget_status(session: Session, *, now: datetime, tenant_id: str | None) -> list[BudgetStatus]:
     """Every budget (of one tenant), with its spend in the current UTC day and month."""
-    budgets = list_budgets(session, tenant_id)
+    budgets = list_budgets(session, tenant_id=tenant_id)
     if not budgets:
         return []
     starts = {Period.day: period_start(Period.day, now), Period.month: period_start(Period.month, now)}
