@@ -90,10 +90,14 @@ def test_a_tenant_without_a_budget_reserves_nothing(sessions: sessionmaker[Sessi
             now=NOW,
         )
         assert held is False
-        assert session.scalars(select(SpendReservation).where(SpendReservation.tenant_id == tenant)).all() == []
+        assert (
+            session.scalars(select(SpendReservation).where(SpendReservation.tenant_id == tenant)).all() == []
+        )
 
 
-def test_over_the_daily_limit_the_refusal_names_limit_spend_and_reset(sessions: sessionmaker[Session]) -> None:
+def test_over_the_daily_limit_the_refusal_names_limit_spend_and_reset(
+    sessions: sessionmaker[Session],
+) -> None:
     tenant = _tenant()
     with session_scope(sessions) as session:
         set_budget(session, BudgetLimits(usd_per_day=Decimal("1.00")), tenant_id=tenant)
@@ -181,7 +185,9 @@ def test_a_key_budget_needs_a_key_of_that_tenant(sessions: sessionmaker[Session]
         set_budget(session, BudgetLimits(usd_per_day=Decimal(1)), tenant_id=_tenant(), key_id="nosuchkey000")
 
 
-def test_unpriced_models_are_refused_under_a_usd_limit_unless_allowed(sessions: sessionmaker[Session]) -> None:
+def test_unpriced_models_are_refused_under_a_usd_limit_unless_allowed(
+    sessions: sessionmaker[Session],
+) -> None:
     tenant = _tenant()
     with session_scope(sessions) as session:
         set_budget(session, BudgetLimits(usd_per_month=Decimal(1)), tenant_id=tenant)
