@@ -3,8 +3,10 @@
 Every item goes through the same checks as ``POST /v1/jobs`` (``domain.jobs.submission``). The valid ones
 are stored together in one multi-row INSERT, in one transaction, after the tenant's queue cap is
 checked for all of them at once (over it, the whole request answers 429 ``tenant_queue_full`` and
-nothing is stored). Each tier's first jobs take the free places in its window and are sent at once
-over one broker connection; the rest wait in the backlog, which the dispatcher drains fairly.
+nothing is stored), and after the sum of their estimates is reserved against the caller's spend
+budgets, if any (over one, 429 ``budget_exceeded`` and nothing is stored: ``api.spend``). Each
+tier's first jobs take the free places in its window and are sent at once over one broker
+connection; the rest wait in the backlog, which the dispatcher drains fairly.
 
 The answer is 202 with one result per item, in order: ``{"index", "id", "status": "queued"}`` or
 ``{"index", "id": null, "status": "rejected", "error": {"code", "message", "param", "type"}}``.

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.budgets.limits import BudgetLimits
 from domain.budgets.periods import Period
@@ -22,11 +22,20 @@ class BudgetIn(BaseModel):
 
     usd_per_day: Decimal | None = Field(default=None, ge=0, le=MAX_LIMIT, allow_inf_nan=False)
     usd_per_month: Decimal | None = Field(default=None, ge=0, le=MAX_LIMIT, allow_inf_nan=False)
-    tokens_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
-    tokens_per_month: int | None = Field(default=None, ge=0, le=MAX_LIMIT)
+    tokens_per_day: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
+    tokens_per_month: int | None = Field(default=None, ge=0, le=MAX_LIMIT, strict=True)
     allow_unpriced: bool = Field(
-        default=False, description="let jobs for models without a price through a USD limit (as $0)"
+        default=False,
+        strict=True,
+        description="let jobs for models without a price through a USD limit (as $0)",
     )
+
+    @field_validator("usd_per_day", "usd_per_month", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("an amount in USD must be a number")
+        return value
 
     def limits(self) -> BudgetLimits:
         return BudgetLimits(
