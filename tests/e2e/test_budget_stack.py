@@ -38,8 +38,9 @@ def test_parallel_submitters_meet_the_budget_and_settlement_matches_the_usage_re
 ) -> None:
     tenant = f"e2e-budget-{uuid.uuid4().hex[:8]}"
     key = create_key(postgres_url, tenant, ["jobs:read", "jobs:write"])
-    with stack.api() as admin, stack.api(key) as api:
-        probe = admin.post("/v1/jobs", json=JOB).json()  # the default tenant: no budget
+    unbudgeted = create_key(postgres_url, f"{tenant}-probe", ["jobs:write"])
+    with stack.api() as admin, stack.api(key) as api, stack.api(unbudgeted) as other:
+        probe = other.post("/v1/jobs", json=JOB).json()  # a tenant without a budget has no limit
         per_job = probe["estimated_tokens"]
         assert per_job > 64
         limit = 10 * per_job + per_job // 2
