@@ -6,7 +6,7 @@ The API never imports the workers' code; it only knows the task's name and the q
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from celery import Celery
 
@@ -38,13 +38,16 @@ class Enqueuer:
             "interval_max": 0.2,
         }
 
-    def send(self, job_id: str, queue: str) -> bool:
-        return send_by_name(self._app, RUN_JOB_TASK, job_id, queue)
+    def send(self, job_id: str, queue: str, *, label: str | None = None) -> bool:
+        """Send one job id; ``label`` is how Flower shows it (``infra.celery_conf.task_label``)."""
+        return send_by_name(self._app, RUN_JOB_TASK, job_id, queue, label=label)
 
-    def send_many(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
+    def send_many(
+        self, jobs: Sequence[tuple[str, str]], labels: Mapping[str, str] | None = None
+    ) -> list[str]:
         """Send ``(job_id, queue)`` pairs in one round trip; returns the ids not sent (the caller puts
         them back in the backlog for the dispatcher)."""
-        return send_many_by_name(self._app, RUN_JOB_TASK, jobs)
+        return send_many_by_name(self._app, RUN_JOB_TASK, jobs, labels)
 
     def send_webhook(self, delivery_id: str) -> bool:
         """Send a webhook delivery id to its own queue; False leaves it for the periodic poll."""

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             flush_job_counters(app.state)
             await openai_compat.close_completion_waiter(app.state)
+            await openai_compat.close_stream_reader(app.state)
             app.state.enqueuer.close()
             app.state.redis.close()
             engine.dispose()

@@ -64,7 +64,7 @@ class BatcheryCollector(Collector):
         in_flight = GaugeMetricFamily(
             catalog.JOBS_IN_FLIGHT.name, catalog.JOBS_IN_FLIGHT.help, labels=["tier"]
         )
-        queued = GaugeMetricFamily(catalog.JOBS_QUEUED.name, catalog.JOBS_QUEUED.help, labels=["tier"])
+        queued = GaugeMetricFamily(catalog.BACKLOG_JOBS.name, catalog.BACKLOG_JOBS.help, labels=["tier"])
         for tier in tiers:
             depth.add_metric([tier.name], depths[tier.queue])
             in_flight.add_metric([tier.name], counts.get_count(tier.name, JobStatus.running))

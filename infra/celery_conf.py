@@ -7,7 +7,7 @@ visibility timeout far above the longest job for when kombu's ack emulation is t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -82,22 +82,37 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def send_by_name(app: Celery, task: str, object_id: str, queue: str) -> bool:
-    """Send ``task`` by name with one id as its only argument. It never raises: False means the broker
-    did not take the message, and the caller leaves the id for its periodic recovery."""
+def task_label(job_id: str, kind: str, model: str) -> str:
+    """How a ``run_job`` message shows its argument in Flower (the message's ``argsrepr``): the job id,
+    which is the only argument, then the job's kind and model, so an operator reads what each task is
+    without opening the job. The argument itself stays the id alone."""
+    return f"{job_id!r}, kind={kind}, model={model}"
+
+
+def send_by_name(app: Celery, task: str, object_id: str, queue: str, *, label: str | None = None) -> bool:
+    """Send ``task`` by name with one id as its only argument (shown in Flower as ``label`` when given).
+    It never raises: False means the broker did not take the message, and the caller leaves the id for
+    its periodic recovery."""
     try:
-        app.send_task(task, args=[object_id], queue=queue, retry=False)
+        app.send_task(task, args=[object_id], argsrepr=label, queue=queue, retry=False)
     except BROKER_ERRORS as exc:
         log.warning("could not send %s for %s to %s: %s", task, object_id, queue, type(exc).__name__)
         return False
     return True
 
 
-def send_many_by_name(app: Celery, task: str, items: Sequence[tuple[str, str]]) -> list[str]:
+def send_many_by_name(
+    app: Celery,
+    task: str,
+    items: Sequence[tuple[str, str]],
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
     """Send ``task`` by name once per ``(object_id, queue)``, over one connection and in one pipelined
-    round trip (kombu's publish batch). Returns the ids the broker may not have: all of them when the
-    batch failed, since a failed pipeline leaves delivery uncertain. The caller sends those again later;
-    a message that did land is then delivered twice, which is harmless because every claim is fenced."""
+    round trip (kombu's publish batch); ``labels`` gives an id's Flower label (``task_label``). Returns
+    the ids the broker may not have: all of them when the batch failed, since a failed pipeline leaves
+    delivery uncertain. The caller sends those again later; a message that did land is then delivered
+    twice, which is harmless because every claim is fenced."""
+    shown = labels or {}
     if not items:
         return []
     try:
@@ -106,7 +121,8 @@ def send_many_by_name(app: Celery, task: str, items: Sequence[tuple[str, str]]) 
                 app.send_task(
                     task,
                     args=[object_id],
-                    argsrepr=repr([object_id]),  # what Celery's saferepr would give, at a fraction of it
+                    # a label, or what Celery's saferepr would give, at a fraction of its cost
+                    argsrepr=shown.get(object_id) or repr([object_id]),
                     queue=queue,
                     # a Redis queue is a list that the first push creates, and the workers declare theirs:
                     # declaring it again for each message costs more than the push itself

@@ -1,4 +1,4 @@
-"""The little ASGI plumbing the simulator needs: reading a body and sending a whole response.
+"""The little ASGI plumbing the simulator needs: reading a body, sending a whole response or an event stream.
 
 The simulator speaks raw ASGI rather than through a framework so that it is never the bottleneck of a
 benchmark.
@@ -6,9 +6,10 @@ benchmark.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -17,6 +18,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = (b"content-type", b"application/json")
+SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -72,6 +74,41 @@ async def send_bytes(
     raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_event_stream(
+    send: Send,
+    receive: Receive,
+    frames: Sequence[bytes],
+    headers: Iterable[tuple[str, str]],
+    request_id: str,
+    pause_seconds: float,
+) -> bool:
+    """Send a 200 ``text/event-stream`` answer frame by frame, ``pause_seconds`` apart.
+
+    Returns False when the client went away before the last frame (the rest is then not sent).
+    """
+    raw = [SSE_TYPE, (b"x-request-id", request_id.encode())]
+    raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        for position, frame in enumerate(frames):
+            if position and pause_seconds > 0:
+                await asyncio.sleep(pause_seconds)
+            if gone.done():
+                return False
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has gone (the request body has been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_json(send: Send, status: int, value: object, headers: Iterable[tuple[str, str]] = ()) -> None:

@@ -35,11 +35,31 @@ class CallContext:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamFrame:
+    """One Server-Sent Event, encoded; ``is_delta`` marks a content or argument delta."""
+
+    data: bytes
+    is_delta: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """How a streamed call is put on the wire: its frames from the success body, and a mid-stream failure.
+
+    ``error_frame`` gets the number of frames already sent (the Responses API numbers its events).
+    """
+
+    frames: Callable[[dict[str, Any]], list[StreamFrame]]
+    error_frame: Callable[[int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class CallPlan:
-    """A validated call: what it costs at admission, and how to build its success body."""
+    """A validated call: what it costs at admission, how to build its success body, and whether it streams."""
 
     charge: Charge
     render: Callable[[], tuple[dict[str, Any], Usage]]
+    stream: StreamPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)

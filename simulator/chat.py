@@ -10,7 +10,8 @@ What the simulated model answers:
 - otherwise filler text of the planned number of tokens (see ``simulator.tokens``).
 
 ``n`` choices are identical; ``usage.completion_tokens`` sums them. Reasoning models refuse
-``max_tokens`` (use ``max_completion_tokens``), as hosted APIs do. ``stream`` is not supported.
+``max_tokens`` (use ``max_completion_tokens``), as hosted APIs do. ``stream: true`` answers the same
+completion as ``chat.completion.chunk`` events (see ``simulator.streaming``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from simulator.errors import invalid_request, invalid_type, invalid_value, missi
 from simulator.image_size import BadImageDataError
 from simulator.prompt_tokens import REPLY_PRIMING, PromptCounter
 from simulator.ratelimit import Charge
+from simulator.streaming import chat_stream_plan, stream_options
 from simulator.tokens import (
     CompletionTokens,
     admission_tokens,
@@ -60,8 +62,7 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
         raise invalid_value(
             "messages", "Invalid 'messages': empty array. Expected an array with minimum length 1."
         )
-    if body.get("stream") is True:
-        raise invalid_request("The simulator does not support 'stream'.", "stream", "unsupported_parameter")
+    streaming = stream_options(body)
     reasoning = is_reasoning_model(ctx.model)
     if reasoning and body.get("max_tokens") is not None:
         raise invalid_request(
@@ -92,7 +93,8 @@ def plan_chat(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
             ctx.model, prompt_tokens, cached_tokens(prompt_tokens, seen), completion, output, choices
         )
 
-    return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap, choices)), render)
+    stream = chat_stream_plan(streaming) if streaming is not None else None
+    return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap, choices)), render, stream)
 
 
 def chat_prompt_tokens(body: Mapping[str, Any], model: str) -> int:

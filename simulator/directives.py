@@ -17,9 +17,16 @@ A ``user`` value that does not start with ``sim:`` is an ordinary end-user id an
                  | "hang" ["=" S]        stall S seconds (default: --hang-seconds), then answer normally
                  | "malformed"           answer 200 with a body that is not JSON
                  | "quota"               answer 429 insufficient_quota
+                 | "stream_error_after=" N  a streamed call (``stream: true``) fails after N content or
+                                         argument deltas: the stream sends OpenAI's mid-stream error
+                                         event and closes without [DONE] (after the last delta when
+                                         there are fewer); ignored by calls that do not stream
 
-Spaces around items are allowed. An item the grammar does not know is a 400 naming the field. Forced
-errors answer before the rate limiter is consulted, so they neither take nor wait for budget.
+``status``, ``quota``, ``hang``, ``latency`` and ``malformed`` apply to streamed calls too: errors answer
+before the stream starts, ``latency`` sets the time to the first event, and a malformed stream sends half
+of its first event and closes. Spaces around items are allowed. An item the grammar does not know is a 400
+naming the field. Forced errors answer before the rate limiter is consulted, so they neither take nor wait
+for budget.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Directive:
     hang_seconds: float | None = None
     malformed: bool = False
     quota: bool = False
+    stream_error_after: int | None = None
 
 
 def parse_directive(text: str, param: str = "user") -> Directive:
@@ -83,6 +91,8 @@ def _parse_item(name: str, value: str | None, text: str, param: str) -> dict[str
         return {"retry_after": _number(value, text, param, name)}
     if name == "latency":
         return {"latency_ms": _number(value, text, param, name)}
+    if name == "stream_error_after":
+        return {"stream_error_after": _integer(value, text, param, name)}
     raise _bad(text, param, f"unknown item {name!r}")
 
 

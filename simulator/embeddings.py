@@ -37,6 +37,7 @@ def native_dimensions(model: str) -> int:
 
 def plan_embeddings(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     """Validate an embeddings request and plan its answer."""
+    params.refuse_stream(body)
     items = _inputs(body.get("input"))
     native = native_dimensions(ctx.model)
     dimensions = params.optional_int(body, "dimensions", 1, native)

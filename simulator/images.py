@@ -46,6 +46,7 @@ def is_gpt_image(model: str) -> bool:
 
 def plan_image_generation(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     """Validate an image generation request and plan its answer."""
+    params.refuse_stream(body)
     model = ctx.model
     family = (
         "gpt-image" if is_gpt_image(model) else ("dall-e-3" if model.startswith("dall-e-3") else "dall-e-2")

@@ -4,7 +4,9 @@ The order is that of a hosted API: authentication; JSON body; model lookup (404 
 request validation (400); quota (429 ``insufficient_quota``); forced directive errors; rate limiting
 (429 ``rate_limit_exceeded``, with ``x-ratelimit-*`` headers on every answer from then on); latency,
 stalls and random faults; the success body. Every answer carries ``x-request-id`` and
-``openai-processing-ms``.
+``openai-processing-ms``. A streamed call (``stream: true``) goes through the same steps, so its errors
+are ordinary JSON answers; its first event leaves after the latency, the next ones ``stream_chunk_ms``
+apart (see ``simulator.streaming``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from simulator.asgi import (
     new_request_id,
     read_body,
     send_bytes,
+    send_event_stream,
 )
 from simulator.calls import CallContext, CallPlan, Usage
 from simulator.directives import Directive, directive_text, parse_directive
@@ -44,6 +47,7 @@ from simulator.faults import plan_faults
 from simulator.limit_answers import ratelimit_headers, rejection_error
 from simulator.state import SimulatorState
 from simulator.stats import CallRecord
+from simulator.streaming import stream_script
 
 Planner = Callable[[Mapping[str, Any], CallContext], CallPlan]
 _LOG = logging.getLogger("simulator")
@@ -75,6 +79,7 @@ class CallOutcome:
     rate_limited: bool = False
     tokens_charged: int = 0
     usage: Usage | None = None
+    streamed: bool = False
 
 
 async def serve_model_call(
@@ -92,9 +97,13 @@ async def serve_model_call(
         try:
             payload = await _answer(state, endpoint, scope, receive, headers, outcome, limit_headers)
             status = 200
-            await send_bytes(
-                send, 200, payload, _common_headers(started, limit_headers), request_id=request_id
-            )
+            if isinstance(payload, bytes):
+                await send_bytes(
+                    send, 200, payload, _common_headers(started, limit_headers), request_id=request_id
+                )
+            else:
+                common = _common_headers(started, limit_headers)
+                await _stream(state, send, receive, payload, common, request_id, outcome)
         except ApiError as exc:
             status = exc.status
             extra = {**limit_headers, **exc.headers}
@@ -119,6 +128,7 @@ async def serve_model_call(
                 rate_limited=outcome.rate_limited,
                 tokens_charged=outcome.tokens_charged,
                 usage=outcome.usage if status == 200 else None,
+                streamed=outcome.streamed,
                 duration_ms=(time.perf_counter() - started) * 1000,
                 path=scope["path"],
                 query=scope.get("query_string", b"").decode("latin-1"),
@@ -136,8 +146,8 @@ async def _answer(
     headers: Mapping[bytes, str],
     outcome: CallOutcome,
     limit_headers: dict[str, str],
-) -> bytes:
-    """The success payload, or an ApiError for every other answer."""
+) -> bytes | list[bytes]:
+    """The success payload (the frames of an event stream), or an ApiError for every other answer."""
     _authenticate(headers, state.settings.require_key)
     body = await _json_body(receive)
     model = _model_of(body, scope["path"])
@@ -169,11 +179,39 @@ async def _answer(
     if faults.error_status is not None:
         raise error_for_status(faults.error_status)
     answer, usage = plan.render()
+    if plan.stream is not None:
+        outcome.streamed = True
+        error_after = directive.stream_error_after if directive is not None else None
+        frames, completes = stream_script(
+            plan.stream.frames(answer), plan.stream, error_after, faults.malformed
+        )
+        outcome.usage = usage if completes else None
+        return frames
     payload = dumps(answer)
     if faults.malformed:
         return payload[: max(1, len(payload) // 2)]
     outcome.usage = usage
     return payload
+
+
+async def _stream(
+    state: SimulatorState,
+    send: Send,
+    receive: Receive,
+    frames: list[bytes],
+    headers: list[tuple[str, str]],
+    request_id: str,
+    outcome: CallOutcome,
+) -> None:
+    """Send an event stream; a client that goes away midway only ends it (no usage is counted then)."""
+    pause = state.settings.stream_chunk_ms / 1000.0
+    try:
+        finished = await send_event_stream(send, receive, frames, headers, request_id, pause)
+    except Exception:
+        _LOG.debug("a streamed answer ended early", exc_info=True)
+        finished = False
+    if not finished:
+        outcome.usage = None
 
 
 def _authenticate(headers: Mapping[bytes, str], required: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from simulator.errors import invalid_type, invalid_value, missing_parameter
+from simulator.errors import invalid_request, invalid_type, invalid_value, missing_parameter
 
 Body = Mapping[str, Any]
 
@@ -97,3 +97,13 @@ def completion_cap(body: Body, names: tuple[str, ...], default: int) -> int:
         if value is not None:
             return value
     return default
+
+
+def refuse_stream(body: Body) -> None:
+    """Endpoints that never stream (embeddings, images here) refuse ``stream: true`` as hosted APIs do."""
+    if optional_bool(body, "stream"):
+        raise invalid_request(
+            "Unsupported parameter: 'stream' is not supported with this endpoint.",
+            "stream",
+            "unsupported_parameter",
+        )

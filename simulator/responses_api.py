@@ -7,7 +7,8 @@ counts as prompt text. The answer follows the chat rules (see ``simulator.chat``
 function ``tools`` are given (under ``auto``, text again after a ``function_call_output``), JSON for
 ``text.format`` ``json_object``/``json_schema``, else filler text; reasoning models add a ``reasoning``
 item. A completion cut by ``max_output_tokens`` is ``incomplete``. Directives can also be given in
-``metadata.sim`` (see ``simulator.directives``).
+``metadata.sim`` (see ``simulator.directives``). ``stream: true`` answers the same response as typed
+events (see ``simulator.streaming``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from simulator.errors import invalid_request, invalid_type, invalid_value, missi
 from simulator.image_size import BadImageDataError
 from simulator.prompt_tokens import MESSAGE_FRAMING, REPLY_PRIMING, PromptCounter
 from simulator.ratelimit import Charge
+from simulator.streaming import responses_stream_plan, stream_options
 from simulator.tokens import (
     DEFAULT_IMAGE_SIZE,
     CompletionTokens,
@@ -50,8 +52,7 @@ _DETAILS = ("auto", "low", "high")
 
 def plan_response(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
     """Validate a Responses API request and plan its answer."""
-    if body.get("stream") is True:
-        raise invalid_request("The simulator does not support 'stream'.", "stream", "unsupported_parameter")
+    streaming = stream_options(body)
     raw_input = body.get("input")
     if raw_input is None:
         raise missing_parameter("input")
@@ -79,7 +80,8 @@ def plan_response(body: Mapping[str, Any], ctx: CallContext) -> CallPlan:
         answer = response_body(body, ctx.model, prompt_tokens, cached, completion, output, reasoning)
         return answer, Usage(prompt_tokens, completion.total)
 
-    return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap)), render)
+    stream = responses_stream_plan(streaming) if streaming is not None else None
+    return CallPlan(Charge(tokens=admission_tokens(prompt_tokens, cap)), render, stream)
 
 
 def response_prompt_tokens(body: Mapping[str, Any], items: list[Any], model: str) -> int:

@@ -49,6 +49,7 @@ class SimulatorSettings:
     hang_seconds: float = 30.0
     malformed_rate: float = 0.0
     default_max_tokens: int = 1024
+    stream_chunk_ms: float = 5.0
     seed: int | None = None
     log_level: str = "warning"
 
@@ -268,6 +269,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         "completion cap assumed when a request sets none, for admission and usage (default 1024)",
         "N",
     ),
+    FieldSpec(
+        "stream_chunk_ms",
+        _not_negative,
+        "pause between the events of a streamed answer, after the first (default 5)",
+        "MS",
+    ),
     FieldSpec("seed", _optional_integer, "seed of the random faults and latencies", "N"),
     FieldSpec("log_level", _log_level, "server log level (default warning)", "LEVEL"),
 )
@@ -284,6 +291,7 @@ RUNTIME_FIELDS = frozenset(
         "limit_scale",
         "no_limits",
         "default_max_tokens",
+        "stream_chunk_ms",
     }
 )
 

@@ -8,18 +8,20 @@
       "in_flight": 0, "max_in_flight": 4,
       "rate_limited": 2,                 # 429s from the rate limiter (quota and directive 429s excluded)
       "tokens_charged": 5400,            # admission tokens of admitted calls
+      "streamed": 3,                     # calls answered with an event stream (stream: true)
       "usage": {"prompt_tokens": 300, "completion_tokens": 120, "total_tokens": 420},
       "images": 1,                       # images generated
       "by_endpoint": {"/v1/chat/completions": 11, "/v1/images/generations": 1},
       "by_status": {"200": 9, "429": 2, "500": 1},
       "by_model": {"gpt-4o-mini": {"requests": 11, "succeeded": 8, "rate_limited": 2, "failed": 1,
-                                   "tokens_charged": 4400, "prompt_tokens": 280, "completion_tokens": 100,
-                                   "total_tokens": 380, "images": 0}}
+                                   "streamed": 3, "tokens_charged": 4400, "prompt_tokens": 280,
+                                   "completion_tokens": 100, "total_tokens": 380, "images": 0}}
     }
 
 Usage sums add what success bodies reported: chat prompt/completion tokens, Responses input/output
-tokens and GPT-image input/output tokens. ``POST /_stats/reset`` zeroes everything but the calls in
-flight.
+tokens and GPT-image input/output tokens; a streamed call adds its usage once its stream completed (not
+when it was cut by ``stream_error_after``, a malformed stream or a client going away).
+``POST /_stats/reset`` zeroes everything but the calls in flight.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ModelCounters:
     succeeded: int = 0
     rate_limited: int = 0
     failed: int = 0
+    streamed: int = 0
     tokens_charged: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -66,6 +69,7 @@ class CallRecord:
     rate_limited: bool = False
     tokens_charged: int = 0
     usage: Usage | None = None
+    streamed: bool = False
     duration_ms: float = 0.0
     path: str = ""
     query: str = ""
@@ -86,6 +90,7 @@ class SimulatorStats:
         self.max_in_flight = self.in_flight
         self.rate_limited = 0
         self.tokens_charged = 0
+        self.streamed = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.images = 0
@@ -115,6 +120,9 @@ class SimulatorStats:
             self.rate_limited += 1
         else:
             model.failed += 1
+        if record.streamed:
+            model.streamed += 1
+            self.streamed += 1
         model.tokens_charged += record.tokens_charged
         self.tokens_charged += record.tokens_charged
         usage = record.usage
@@ -135,6 +143,7 @@ class SimulatorStats:
             "max_in_flight": self.max_in_flight,
             "rate_limited": self.rate_limited,
             "tokens_charged": self.tokens_charged,
+            "streamed": self.streamed,
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
@@ -167,6 +176,7 @@ def _record_json(record: CallRecord) -> dict[str, Any]:
         "status": record.status,
         "rate_limited": record.rate_limited,
         "tokens_charged": record.tokens_charged,
+        "streamed": record.streamed,
         "prompt_tokens": usage.prompt_tokens if usage else 0,
         "completion_tokens": usage.completion_tokens if usage else 0,
         "images": usage.images if usage else 0,

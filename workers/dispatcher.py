@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -42,12 +42,13 @@ from domain.storage.redis_keys import RedisKeys
 from domain.storage.sessions import session_scope
 from domain.tenancy.fair_share import Candidate, Lane, plan, rotate, window_size
 from domain.webhooks import events
-from infra.celery_conf import RUN_JOB_TASK, send_many_by_name
+from infra.celery_conf import RUN_JOB_TASK, send_many_by_name, task_label
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Sequence[str], str], list[str]]
-"""``send(job_ids, queue)``: sends every id, and answers those the broker may not have."""
+Send = Callable[[Sequence[str], str, Mapping[str, str]], list[str]]
+"""``send(job_ids, queue, labels)``: sends every id (shown in Flower by its label), and answers those
+the broker may not have."""
 
 MAX_LANES = 64
 RECOVERY_LIMIT = 1000
@@ -59,8 +60,8 @@ class BrokerSender:
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def __call__(self, job_ids: Sequence[str], queue: str) -> list[str]:
-        return send_many_by_name(self._app, RUN_JOB_TASK, [(job_id, queue) for job_id in job_ids])
+    def __call__(self, job_ids: Sequence[str], queue: str, labels: Mapping[str, str]) -> list[str]:
+        return send_many_by_name(self._app, RUN_JOB_TASK, [(job_id, queue) for job_id in job_ids], labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +146,12 @@ class Dispatcher:
             room = window - flight.queued
             chosen = self._choose(session, tier, room, flight.loads) if room > 0 else []
             dispatched = repo.take(session, chosen, now)
+            sending = [*resent, *dispatched]
+            found = repo.kinds_and_models(session, sending)
         if resend_all:
             self._resend_all.discard(tier)
-        unsent = self.send([*resent, *dispatched], config.queue) if resent or dispatched else []
+        labels = {job_id: task_label(job_id, *found[job_id]) for job_id in sending if job_id in found}
+        unsent = self.send(sending, config.queue, labels) if sending else []
         if unsent:
             with session_scope(self.sessions) as session:
                 repo.mark_unsent(session, unsent)

@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 
+from config.providers import Provider
 from config.settings import Settings
 from config.tiers import Tier
 from domain.jobs.attempts import AttemptRecord
 from domain.jobs.repository import Claim
+from domain.jobs.streaming import stream_mode, streamed_body
 from domain.status import JobKind
 from domain.storage.models import utcnow
 from domain.tokens.estimates import Cost, actual_cost, estimate_cost
@@ -27,6 +29,8 @@ from workers.limiter import Limiter
 from workers.ratelimit_headers import parse_rate_limit_headers
 from workers.retry import server_delay
 from workers.shutdown import ShuttingDown
+from workers.stream_relay import StreamRelay
+from workers.upstream_stream import call_streamed
 
 DEFAULT_429_PAUSE = 1.0
 
@@ -55,8 +59,10 @@ class UpstreamCaller:
         sleep: Callable[[float], None],
         max_limiter_wait: float,
         stopping: Callable[[], bool] | None,
+        relay: StreamRelay | None = None,
     ) -> None:
         self.settings = settings
+        self.relay = relay
         self.client = client
         self.limiter = limiter
         self.sleep = sleep
@@ -80,7 +86,7 @@ class UpstreamCaller:
         progress.call_started = utcnow()
         sent = time.monotonic()
         try:
-            response = upstream.call(self.client, provider, path, claim.request, timeout=tier.timeout_seconds)
+            response = self._send(claim, provider, path, tier.timeout_seconds)
         except upstream.UpstreamError as error:
             run_metrics.note_upstream(time.monotonic() - sent, error)
             self._after_failure(claim, tier, budget, cost, error)
@@ -93,6 +99,20 @@ class UpstreamCaller:
                 self.limiter.settle(budget, cost, used)
             self._observe(claim, tier, budget, response.headers)
         return response
+
+    def _send(self, claim: Claim, provider: Provider, path: str, timeout: float) -> upstream.UpstreamResponse:
+        """One call: streamed (relayed and aggregated) when the job asked for a stream."""
+        if stream_mode(claim.kind, claim.request) is None:
+            return upstream.call(self.client, provider, path, claim.request, timeout=timeout)
+        return call_streamed(
+            self.client,
+            provider,
+            path,
+            streamed_body(claim.kind, claim.request),
+            kind=claim.kind,
+            timeout=timeout,
+            relay=self.relay.for_job(claim.job_id) if self.relay is not None else None,
+        )
 
     def _observe(self, claim: Claim, tier: Tier, budget: Budget, headers: Mapping[str, str]) -> None:
         """Learn the upstream's real limits and let its remaining budget correct the bucket."""

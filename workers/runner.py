@@ -42,6 +42,7 @@ from workers.limiter import Limiter, LimiterTimeout
 from workers.retry import Cancelled, RetryPlan, RetryPolicy, is_retryable
 from workers.shutdown import ShuttingDown
 from workers.starvation import STARVED
+from workers.stream_relay import StreamRelay
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class JobRunner:
         stopping: Callable[[], bool] | None = None,
         keeper: LeaseKeeper | None = None,
         clock: Callable[[], float] = time.monotonic,
+        relay: StreamRelay | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -94,7 +96,13 @@ class JobRunner:
         self._claim_direct = DirectStatement(statements.CLAIM, engine) if direct else None
         self._complete_direct = DirectStatement(statements.COMPLETE_AND_LOG, engine) if direct else None
         self.caller = UpstreamCaller(
-            settings, client, limiter, sleep=sleep, max_limiter_wait=max_limiter_wait, stopping=stopping
+            settings,
+            client,
+            limiter,
+            sleep=sleep,
+            max_limiter_wait=max_limiter_wait,
+            stopping=stopping,
+            relay=relay,
         )
         self.worker_id = worker_id
         self.requeue = requeue

@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 import redis
-from celery import Celery, signals
+from celery import Celery, Task, signals
+from celery.exceptions import Ignore
 
 from config.prices import load_prices
 from config.settings import Settings
@@ -33,7 +34,8 @@ from workers.limiter import RedisLimiter
 from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
-from workers.task_outcome import JobFailed, failure_of
+from workers.stream_relay import StreamRelay
+from workers.task_outcome import JobFailed, failure_of, was_cancelled
 from workers.upstream import make_upstream_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
@@ -101,6 +103,9 @@ class WorkerState:
                     sleep=self.gate.sleep,
                     stopping=self.gate.is_stopping,
                     keeper=self.keeper,
+                    relay=StreamRelay(
+                        redis_client, self.settings.redis_prefix, self.settings.openai_notice_ttl_seconds
+                    ),
                 )
             return self._runner
 
@@ -161,9 +166,14 @@ def register_tasks(
     )
 
     @app.task(  # type: ignore[untyped-decorator]
-        name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, throws=(JobFailed,)
+        name=RUN_JOB_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        throws=(JobFailed,),
     )
-    def run_job(job_id: str) -> str:
+    def run_job(task: Task, job_id: str) -> str:
         """Run one job by id."""
         runner = state.runner()
         outcome = state.metrics().run(job_id, runner.run)
@@ -173,6 +183,11 @@ def register_tasks(
         state.pump.nudge()  # a place in the window is free: refill it now
         if outcome == JobStatus.failed.value:  # stored: now let Celery and Flower show FAILURE
             raise failure_of(runner.sessions, job_id)
+        if outcome == JobStatus.cancelled.value or (
+            outcome == "skipped" and claim is None and was_cancelled(runner.sessions, job_id)
+        ):
+            task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+            raise Ignore()  # acknowledged, and no later event overrides REVOKED in Flower
         return outcome
 
     @app.task(name=SWEEP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]

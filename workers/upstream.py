@@ -121,7 +121,7 @@ def call(
         raise UpstreamTimeout(f"no answer within {timeout:g}s ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
         raise UpstreamConnectionError(f"could not reach the provider ({type(exc).__name__})") from exc
-    parsed = _json_object(response)
+    parsed = json_object(response)
     if response.is_success:
         if parsed is None:
             raise UpstreamMalformed(headers=response.headers)
@@ -131,7 +131,7 @@ def call(
     )
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
     try:
         value = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -25,6 +25,7 @@ from domain.status import JobKind, JobStatus
 from domain.storage.models import utcnow
 from domain.tenancy.quotas import admit_submission
 from domain.webhooks import events
+from infra.celery_conf import task_label
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -91,7 +92,7 @@ def _submit(
         reserve_jobs(session, settings, tenant_id=tenant, key_id=key_id, jobs=[(job.id, new)])
     fast_path = created and fast
     session.commit()
-    if fast_path and not enqueuer.send(job.id, tier.queue):
+    if fast_path and not enqueuer.send(job.id, tier.queue, label=task_label(job.id, job.kind, job.model)):
         repository.mark_dispatched(session, [job.id], None)
         session.commit()
     if created:

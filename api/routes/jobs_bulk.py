@@ -37,6 +37,7 @@ from domain.jobs.submission import ItemError, Submission, WebhookCheck, WindowRo
 from domain.metrics.job_counters import JobCounters
 from domain.storage.models import utcnow
 from domain.tenancy.quotas import ensure_queue_room
+from infra.celery_conf import task_label
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -110,7 +111,9 @@ def _store(
     held = [(job.id, new) for job, new in zip(stored, jobs, strict=True)]
     reserve_jobs(session, settings, tenant_id=tenant, key_id=key_id, jobs=held)  # all or none
     session.commit()
-    unsent = enqueuer.send_many([(job.id, tiers[job.tier].queue) for job in stored if job.send_now])
+    now = [job for job in stored if job.send_now]
+    labels = {job.id: task_label(job.id, job.kind, job.model) for job in now}
+    unsent = enqueuer.send_many([(job.id, tiers[job.tier].queue) for job in now], labels)
     if unsent:
         repository.mark_dispatched(session, unsent, None)
         session.commit()

@@ -13,17 +13,20 @@ with ``x-batchery-job-id`` and the final attempt's ``x-request-id``. Headers:
   completes and is stored anyway).
 - ``Idempotency-Key``: as on ``POST /v1/jobs``; a repeated call with the same key waits for the same job.
 
-Streaming (``stream: true``) is refused with 422 ``streaming_unsupported``.
+Streaming (``stream: true`` on chat and Responses) answers ``text/event-stream``: the upstream's events
+as the worker reads them, relayed through Redis (``api.stream_answer``), while the job stores the stream
+aggregated. Embeddings and images refuse ``stream`` with 422 ``streaming_unsupported``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.admission import release_admission
@@ -32,13 +35,14 @@ from api.completion_waiter import CompletionWaiter, database_poll
 from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.presenters import job_out
 from api.routes.jobs import _submit, cancel_job
+from api.stream_answer import RelayedStream, StreamReader, replayed_events
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from domain.batches.schemas import Endpoint, job_kind_for
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import NotFound
 from domain.jobs import repository
 from domain.jobs.schemas import ErrorBody, JobCreate
-from domain.jobs.streaming import STREAMING_UNSUPPORTED
+from domain.jobs.streaming import client_wants_usage, stream_mode
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Job
 
@@ -105,13 +109,7 @@ class _Call:
         self.cancel_on_disconnect = x_batchery_cancel_on_disconnect
         self.idempotency_key = idempotency_key
 
-    async def answer(self, kind: JobKind, body: dict[str, Any]) -> JSONResponse:
-        if body.get("stream") not in (None, False):
-            raise InvalidRequest(
-                "stream: streaming is not supported by batchery's drop-in endpoints; leave out 'stream'",
-                param="stream",
-                code=STREAMING_UNSUPPORTED,
-            )
+    async def answer(self, kind: JobKind, body: dict[str, Any]) -> Response:
         check = await webhook_check(self.request, [])
         job_create = JobCreate(kind=kind, request=body, priority=self.priority)
         submitted, _ = await run_in_threadpool(
@@ -130,6 +128,8 @@ class _Call:
         release_admission(self.request.scope)  # stored: the wait below holds no admission slot
         waiter = completion_waiter(self.request)
         wait = asyncio.ensure_future(waiter.wait(submitted.id, self.timeout))
+        if stream_mode(kind.value, body) is not None:
+            return await self._stream(submitted.id, kind, body, wait)
         if self.cancel_on_disconnect:
             await self._race_disconnect(wait, submitted.id)
         request_id = await wait
@@ -143,6 +143,42 @@ class _Call:
         if request_id is None:
             request_id = await waiter.request_id(job.id)
         return _final(job, request_id)
+
+    async def _stream(
+        self, job_id: str, kind: JobKind, body: dict[str, Any], wait: asyncio.Future[str | None]
+    ) -> Response:
+        """``stream: true``: the relayed events as SSE (``api.stream_answer``), or, when the job ended
+        before its first event, the answer a non-streamed call gets."""
+        relayed = RelayedStream(
+            stream_reader(self.request), job_id, kind=kind.value, wants_usage=client_wants_usage(body)
+        )
+        if not await relayed.first(wait, self.timeout):
+            job = await run_in_threadpool(self._read, job_id)
+            if job.status not in _TERMINAL:
+                wait.cancel()
+                return JSONResponse(
+                    job_out(job).model_dump(mode="json"),
+                    status_code=202,
+                    headers={"location": f"/v1/jobs/{job.id}", "x-batchery-job-id": job.id},
+                )
+            request_id = await completion_waiter(self.request).request_id(job.id)
+            if job.status == JobStatus.succeeded.value and isinstance(job.result, dict):
+                replay = replayed_events(kind.value, job.result, relayed.wants_usage)
+                return StreamingResponse(iter(replay), media_type="text/event-stream", headers=_sse(job.id))
+            return _final(job, request_id)
+
+        async def events() -> AsyncIterator[bytes]:
+            finished = False
+            try:
+                async for chunk in relayed.events(idle_timeout=self.timeout):
+                    yield chunk
+                finished = True
+            finally:
+                wait.cancel()
+                if not finished and self.cancel_on_disconnect:
+                    await run_in_threadpool(self._cancel, job_id)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_sse(job_id))
 
     async def _race_disconnect(self, wait: asyncio.Future[str | None], job_id: str) -> None:
         """Until ``wait`` ends: when the client goes away, cancel the job."""
@@ -164,6 +200,26 @@ class _Call:
             job = repository.get_job(session, job_id, tenant_id=self.tenant)
             session.expunge(job)
             return job
+
+
+def _sse(job_id: str) -> dict[str, str]:
+    return {"x-batchery-job-id": job_id, "cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def stream_reader(request: Request) -> StreamReader:
+    """The process's reader of relayed streams, made on first use."""
+    state = request.app.state
+    reader: StreamReader | None = getattr(state, "stream_reader", None)
+    if reader is None:
+        reader = StreamReader(state.settings.redis_url, state.settings.redis_prefix)
+        state.stream_reader = reader
+    return reader
+
+
+async def close_stream_reader(state: Any) -> None:
+    reader: StreamReader | None = getattr(state, "stream_reader", None)
+    if reader is not None:
+        await reader.close()
 
 
 def _final(job: Job, request_id: str) -> JSONResponse:
@@ -191,23 +247,23 @@ CallDep = Annotated[_Call, Depends()]
 
 
 @router.post("/chat/completions", dependencies=_WRITE)
-async def chat_completions(body: OpenAIBody, call: CallDep) -> JSONResponse:
+async def chat_completions(body: OpenAIBody, call: CallDep) -> Response:
     """OpenAI's chat completions (a vision job when a message carries an image)."""
     return await call.answer(job_kind_for(Endpoint.chat, body), body)
 
 
 @router.post("/embeddings", dependencies=_WRITE)
-async def embeddings(body: OpenAIBody, call: CallDep) -> JSONResponse:
+async def embeddings(body: OpenAIBody, call: CallDep) -> Response:
     return await call.answer(JobKind.embedding, body)
 
 
 @router.post("/images/generations", dependencies=_WRITE)
-async def images_generations(body: OpenAIBody, call: CallDep) -> JSONResponse:
+async def images_generations(body: OpenAIBody, call: CallDep) -> Response:
     return await call.answer(JobKind.image, body)
 
 
 @router.post("/responses", dependencies=_WRITE)
-async def responses(body: OpenAIBody, call: CallDep) -> JSONResponse:
+async def responses(body: OpenAIBody, call: CallDep) -> Response:
     return await call.answer(JobKind.response, body)
 
 

@@ -33,6 +33,7 @@ from domain.ids import new_ids
 from domain.jobs.input_limits import InputLimits, check_request
 from domain.jobs.json_safety import check_json, printable, text_problem
 from domain.jobs.schemas import validate_body, with_model
+from domain.jobs.streaming import refuse_streaming
 from domain.jobs.token_bounds import check_context_window, check_output_tokens, stored_estimate
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Batch, Job
@@ -124,6 +125,7 @@ class LineChecker:
         kind = job_kind_for(self.endpoint, body)
         try:
             check_json(body, param="body")
+            refuse_streaming(body, "batch", prefix="body")  # an output file holds whole answers
             model = validate_body(kind, body)
             body = with_model(body, model)
             check_request(self.limits, body, param="body")

@@ -156,6 +156,14 @@ def lane_jobs(
     return [Candidate(job_id, priority) for job_id, priority in rows]
 
 
+def kinds_and_models(session: Session, job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Each job's kind and model, for the labels its messages carry (one query per round)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, Job.kind, Job.model).where(Job.id.in_(list(job_ids))))
+    return {job_id: (str(kind), str(model)) for job_id, kind, model in rows}
+
+
 def take(session: Session, job_ids: Sequence[str], now: datetime) -> list[str]:
     """Mark the ones of ``job_ids`` still in the backlog as sent; returns them in the order given.
 

@@ -10,7 +10,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from domain.errors import InvalidRequest
 from domain.jobs.json_safety import text_problem
@@ -41,12 +49,20 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class StreamOptions(BaseModel):
+    """Chat's ``stream_options`` (other fields pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
 class ChatBody(_OpenAIBody):
     messages: list[ChatMessage] = Field(min_length=1)
     n: int | None = Field(default=None, ge=1, le=128)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    stream: Literal[False] | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
 
 
 class VisionBody(ChatBody):
@@ -99,7 +115,7 @@ class ResponseBody(_OpenAIBody):
 
     input: str | list[dict[str, Any] | str] = Field(min_length=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
-    stream: Literal[False] | None = None
+    stream: StrictBool | None = None
 
 
 BODY_MODELS: dict[JobKind, type[_OpenAIBody]] = {
@@ -113,7 +129,7 @@ BODY_MODELS: dict[JobKind, type[_OpenAIBody]] = {
 
 def validate_body(kind: JobKind, body: dict[str, Any]) -> str:
     """Check ``body`` for ``kind``; returns the model. Raises InvalidRequest naming the field."""
-    refuse_streaming(body)
+    refuse_streaming(body, kind.value)
     try:
         parsed = BODY_MODELS[kind].model_validate(body)
     except ValidationError as exc:
@@ -216,6 +232,11 @@ class JobOut(BaseModel):
     webhook_url: str | None
     batch_id: str | None = Field(default=None, description="the batch this job came from, if any")
     custom_id: str | None = Field(default=None, description="its custom_id in the batch's input file")
+    stream: Literal["aggregated"] | None = Field(
+        default=None,
+        description="'aggregated' when the request asked for a stream: the upstream was called streamed "
+        "(with include_usage) and the result is the stream aggregated into the non-streamed object",
+    )
     attempts_log: list[AttemptOut] | None = Field(
         default=None, description="each upstream attempt, first to last; only in GET /v1/jobs/{id}"
     )

@@ -4,6 +4,7 @@ webhook events carry it, so both live in the domain."""
 from __future__ import annotations
 
 from domain.jobs.schemas import JobError, JobOut, JobUsage
+from domain.jobs.streaming import stream_mode
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Job
 
@@ -48,4 +49,5 @@ def job_out(job: Job) -> JobOut:
         webhook_url=job.webhook_url,
         batch_id=job.batch_id,
         custom_id=job.custom_id,
+        stream=stream_mode(job.kind, job.request),
     )

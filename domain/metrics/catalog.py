@@ -120,8 +120,8 @@ REQUESTS_REFUSED = Family(
 REFUSALS_WINDOW_TIER = "api"
 """Refusals also go to the 10-second window (``domain.metrics.store``) as ``api|<lane>|refused``, so
 ``batchery top`` can show the last minute's."""
-JOBS_QUEUED = Family(
-    "batchery_jobs_queued", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
+BACKLOG_JOBS = Family(
+    "batchery_backlog_jobs", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
 )
 
 STORED_FAMILIES = (
@@ -185,7 +185,7 @@ BUDGET_FAMILIES = (
     BUDGET_SPENT_TOKENS,
     BUDGET_RESERVED_TOKENS,
 )
-SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, JOBS_QUEUED, *BUDGET_FAMILIES)
+SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, BACKLOG_JOBS, *BUDGET_FAMILIES)
 
 
 def bounded(value: str, allowed: frozenset[str]) -> str:

@@ -83,6 +83,11 @@ class RedisKeys:
         its final upstream attempt (empty when there was none)."""
         return f"{self.prefix}:job:{job_id}:done"
 
+    def job_stream(self, job_id: str) -> str:
+        """A Redis stream (with an expiry) of a streamed job's upstream events, as the worker reads them
+        (``workers.stream_relay``): the drop-in endpoint relays them to its caller as SSE."""
+        return f"{self.prefix}:job:{job_id}:stream"
+
 
 def broker_queue_keys(queue: str) -> list[str]:
     """The Redis lists a Celery queue is kept in on a Redis broker (one per priority step)."""

@@ -1,5 +1,6 @@
 """Flower, started with ``batchery flower`` next to a running worker, on the same Redis broker: its HTTP
-API lists the worker, every tier queue with its length, and the tasks by name with ids as arguments."""
+API lists the worker, every tier queue with its length, the tasks by name with the job id, kind and
+model as arguments, a failed job's task in FAILURE and a cancelled job's task in REVOKED."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from config.tiers import DEFAULT_TIERS_FILE, load_tiers
+from infra.celery_conf import task_label
 from testbed.processes import Process, base_env, batchery, free_port, wait_for, wait_http
 from tests.factories import chat_request
 from tests.support.stack import Stack, running_stack
@@ -115,7 +117,7 @@ def test_flower_shows_each_tier_queue_with_its_length_and_the_tasks_with_ids_onl
     wait_for(lambda: len(our_tasks()) == len(ids), timeout=20, what="Flower to see the tasks")
     for task in our_tasks():
         assert task["name"] == "batchery.run_job"
-        assert task["args"] in {repr([job_id]) for job_id in ids}
+        assert task["args"] in {task_label(job_id, "chat", "gpt-4o-mini") for job_id in ids}
         assert task["kwargs"] in ("{}", {})
 
 
@@ -141,6 +143,28 @@ def test_a_failed_jobs_task_shows_failure_with_the_error(fleet: Fleet) -> None:
     assert f"{error['type']}: {error['message'][:40]}" in failure["exception"]
     assert failed_id in failure["exception"] and "gpt-4o-mini" in failure["exception"]
     assert failure["retries"] == 0
+
+
+def test_a_cancelled_jobs_task_shows_revoked_whether_it_was_running_or_waiting(fleet: Fleet) -> None:
+    with fleet.stack.api() as api:
+        # one worker thread: the first job runs for 4 s, the second waits behind it in the queue
+        ids = [
+            api.post(
+                "/v1/jobs", json={"kind": "chat", "request": chat_request(user="sim:latency=4000")}
+            ).json()["id"]
+            for _ in range(2)
+        ]
+        wait_for(lambda: api.get(f"/v1/jobs/{ids[0]}").json()["status"] == "running", 30, what="running")
+        for job_id in ids:
+            assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+
+    def states() -> dict[str, str]:
+        tasks = fleet.flower.get("/api/tasks").json().values()
+        return {job_id: t["state"] for t in tasks for job_id in ids if job_id in str(t.get("args"))}
+
+    wait_for(lambda: set(states().values()) == {"REVOKED"} and len(states()) == 2, 30, what="REVOKED")
+    with fleet.stack.api() as api:
+        assert [api.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids] == ["cancelled"] * 2
 
 
 def _command_lines() -> dict[int, str]:

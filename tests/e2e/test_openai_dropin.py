@@ -131,9 +131,7 @@ def test_upstream_and_batchery_errors_raise_the_sdks_own_exceptions(stack: Stack
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert unknown.value.code == "unknown_model"
     with pytest.raises(openai.UnprocessableEntityError) as streamed:
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
+        client.images.generate(model="gpt-image-1", prompt="a cat", stream=True)
     assert streamed.value.code == "streaming_unsupported"
     with (
         OpenAI(base_url=f"{stack.api_url}/v1", api_key="bk-wrong", max_retries=0) as stranger,

@@ -49,7 +49,7 @@ def _error(response: Any, status: int, code: str) -> dict[str, Any]:
         ({}, [chat_request()], 422, "invalid_request"),
         ({}, {"model": "gpt-4o-mini", "messages": []}, 422, "invalid_request"),
         ({}, {**chat_request(), "model": "no-such-model"}, 422, "unknown_model"),
-        ({}, {**chat_request(), "stream": True}, 422, "streaming_unsupported"),
+        ({}, {**chat_request(), "stream": "yes"}, 422, "invalid_request"),
         ({}, {**chat_request(), "messages": [{"role": "user", "content": "a\x00b"}]}, 422, "invalid_request"),
     ],
 )

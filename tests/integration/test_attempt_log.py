@@ -158,7 +158,7 @@ def test_an_attempt_whose_worker_died_is_logged_as_lost(
         session.execute(
             update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
-    Dispatcher(settings, sessions, lambda _ids, _q: [], tiers=[tier]).dispatch_tier(tier)
+    Dispatcher(settings, sessions, lambda _ids, _q, _labels: [], tiers=[tier]).dispatch_tier(tier)
     assert _runner(settings, sessions, _upstream((200, OK_BODY))).run(job_id) == "succeeded"
     assert _log(sessions, job_id) == [(1, "lost", None), (2, "succeeded", 200)]
 

@@ -83,9 +83,9 @@ def test_a_round_reads_a_few_rows_of_a_100k_backlog(engine: Engine, tmp_path: Pa
     sent: list[str] = []
     event.listen(engine, "before_cursor_execute", capture)
     try:
-        result = Dispatcher(settings, sessions, lambda ids, _q: sent.extend(ids) or []).dispatch_tier(
-            "standard"
-        )
+        result = Dispatcher(
+            settings, sessions, lambda ids, _q, _labels: sent.extend(ids) or []
+        ).dispatch_tier("standard")
     finally:
         event.remove(engine, "before_cursor_execute", capture)
     assert result.dispatched == 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,14 +34,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.labels: dict[str, str] = {}
         self.fail = False
         self._lock = threading.Lock()
 
-    def __call__(self, job_ids: Sequence[str], queue: str) -> list[str]:
+    def __call__(self, job_ids: Sequence[str], queue: str, labels: Mapping[str, str]) -> list[str]:
         if self.fail:
             return list(job_ids)
         with self._lock:
             self.sent.extend(job_ids)
+            self.labels.update(labels)
         return []
 
 
@@ -96,6 +98,8 @@ def test_window_fills_by_priority_then_fair_share_and_refills_as_jobs_leave(
     first = dispatcher.dispatch_tier(tier)
     assert first.dispatched == 4 and len(sender.sent) == 4
     assert sender.sent[0] == urgent
+    # Flower shows each message's job id, kind and model
+    assert sender.labels[urgent] == f"{urgent!r}, kind=chat, model=gpt-4o-mini"
     assert len(set(sender.sent) & set(small)) >= 2
     assert all(_status(sessions, job_id) == ("queued", True) for job_id in sender.sent)
     assert dispatcher.dispatch_tier(tier).dispatched == 0  # the window is full

@@ -107,8 +107,8 @@ def test_submissions_cancellations_and_gauges_follow_the_jobs(deployment: Deploy
     assert samples[("batchery_queue_depth", _labels(tier=chat_tier))] == 2  # a cancelled job's message stays
     assert samples[("batchery_queue_depth", _labels(tier=embed_tier))] == 1
     assert samples[("batchery_jobs_in_flight", _labels(tier=chat_tier))] == 1
-    assert samples[("batchery_jobs_queued", _labels(tier=chat_tier))] == 0
-    assert samples[("batchery_jobs_queued", _labels(tier=embed_tier))] == 1
+    assert samples[("batchery_backlog_jobs", _labels(tier=chat_tier))] == 0
+    assert samples[("batchery_backlog_jobs", _labels(tier=embed_tier))] == 1
     body = api.get("/metrics").text
     assert all(job["id"] not in body for job in chat)
 

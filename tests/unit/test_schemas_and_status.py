@@ -29,7 +29,7 @@ def test_valid_bodies_return_their_model(kind: JobKind) -> None:
             {"model": "m", "messages": [{"role": "boss", "content": "x"}]},
             "request.messages.0.role",
         ),
-        (JobKind.chat, {"model": "m", "messages": [{"role": "user"}], "stream": True}, "request.stream"),
+        (JobKind.chat, {"model": "m", "messages": [{"role": "user"}], "stream": "yes"}, "request.stream"),
         (
             JobKind.vision,
             {"model": "m", "messages": [{"role": "user", "content": "no image"}]},

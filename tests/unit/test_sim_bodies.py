@@ -142,7 +142,12 @@ def test_chat_json_modes() -> None:
         ({"messages": user("x"), "n": "2"}, "n", "invalid_type"),
         ({"messages": user("x"), "n": 0}, "n", "invalid_value"),
         ({"messages": user("x"), "max_tokens": -1}, "max_tokens", "invalid_value"),
-        ({"messages": user("x"), "stream": True}, "stream", "unsupported_parameter"),
+        ({"messages": user("x"), "stream": "yes"}, "stream", "invalid_type"),
+        (
+            {"messages": user("x"), "stream_options": {"include_usage": True}},
+            "stream_options",
+            "invalid_value",
+        ),
         (
             {
                 "messages": [

@@ -1,5 +1,7 @@
-"""A job asking for a stream is refused at submission with 422 ``streaming_unsupported`` naming
-``request.stream``, for every kind; nothing is stored or queued. On PostgreSQL and SQLite."""
+"""``stream`` at submission: embeddings and images, which cannot stream, are refused with 422
+``streaming_unsupported`` naming ``request.stream`` (nothing stored or queued); chat, vision and
+Responses jobs are accepted and their record says the stream is aggregated; a ``stream`` that is not a
+boolean is refused. On PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from tests.support.keys import bearer, create_key
 
 pytestmark = pytest.mark.integration
 KINDS = ("chat", "vision", "embedding", "image", "response")
+STREAMING = ["chat", "vision", "response"]
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -26,7 +29,7 @@ def client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[TestClien
         yield test_client
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["embedding", "image"])
 @pytest.mark.parametrize("stream", [True, "true", 1])
 def test_stream_is_refused_with_a_clear_code(client: TestClient, kind: str, stream: object) -> None:
     response = client.post("/v1/jobs", json={"kind": kind, "request": {**REQUESTS[kind](), "stream": stream}})
@@ -42,3 +45,23 @@ def test_stream_false_is_accepted(client: TestClient, kind: str) -> None:
     response = client.post("/v1/jobs", json={"kind": kind, "request": {**REQUESTS[kind](), "stream": False}})
     assert response.status_code == 202, response.text
     assert client.post(f"/v1/jobs/{response.json()['id']}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize("kind", STREAMING)
+def test_a_stream_is_accepted_where_the_kind_can_stream(client: TestClient, kind: str) -> None:
+    response = client.post("/v1/jobs", json={"kind": kind, "request": {**REQUESTS[kind](), "stream": True}})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["stream"] == "aggregated" and job["request"]["stream"] is True
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    plain = client.post("/v1/jobs", json={"kind": kind, "request": REQUESTS[kind]()}).json()
+    assert plain["stream"] is None
+    assert client.post(f"/v1/jobs/{plain['id']}/cancel").status_code == 200
+
+
+@pytest.mark.parametrize("kind", STREAMING)
+@pytest.mark.parametrize("stream", ["true", 1])
+def test_a_stream_that_is_not_a_boolean_is_refused(client: TestClient, kind: str, stream: object) -> None:
+    response = client.post("/v1/jobs", json={"kind": kind, "request": {**REQUESTS[kind](), "stream": stream}})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "request.stream"
