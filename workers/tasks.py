@@ -41,6 +41,9 @@ from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
 
+SETTLE_CHUNK = 200
+SETTLE_ROUNDS = 20
+
 
 def default_pool_size(concurrency: int) -> int:
     """Database connections a worker process keeps: 8, plus one for every 50 threads, at most 24.
@@ -195,8 +198,15 @@ def register_tasks(
         """One dispatcher round: re-queue expired leases, re-send lost messages, top the windows up; then
         settle the budget reservations of finished jobs and batches (``domain.budgets.settlement``)."""
         rounds = state.dispatcher().run_once()
-        with session_scope(state.runner().sessions) as session:
-            settled = settle_finished(session, load_prices(settings.prices_file), now=utcnow())
+        prices, settled = load_prices(settings.prices_file), 0
+        # in short transactions (the counters they update are the ones submissions reserve on), until
+        # the finished holders are all settled, up to SETTLE_ROUNDS x SETTLE_CHUNK a sweep (400/s at 10 s)
+        for _ in range(SETTLE_ROUNDS):
+            with session_scope(state.runner().sessions) as session:
+                done = settle_finished(session, prices, now=utcnow(), limit=SETTLE_CHUNK)
+            settled += done
+            if done < SETTLE_CHUNK:
+                break
         answer: dict[str, Any] = {
             r.tier: {"requeued": r.requeued, "resent": r.resent, "sent": r.dispatched} for r in rounds
         }
