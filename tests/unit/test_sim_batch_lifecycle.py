@@ -295,3 +295,46 @@ def test_bad_requests_are_refused_with_openai_errors() -> None:
         assert (await client.get("/v1/batches/batch_nope")).status_code == 404
 
     run(app, scenario)
+
+
+def test_responses_lines_take_directives_from_metadata_and_times_counts_across_lines() -> None:
+    clock = WallClock()
+    app = make_app(clock)
+
+    def response_line(custom_id: str, sim: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": "small", "input": "hi", "max_output_tokens": 5}
+        if sim is not None:
+            body["metadata"] = {"sim": sim}
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/responses", "body": body}
+
+    async def scenario(client: Client) -> None:
+        lines = [
+            response_line("a", "status=503;times=1"),
+            response_line("b", "status=503;times=1"),
+            response_line("c", None),
+            response_line("d", "status=bogus"),
+        ]
+        content = "".join(json.dumps(item) + "\n" for item in lines).encode()
+        uploaded = await client.post(
+            "/v1/files", files={"file": ("r.jsonl", content)}, data={"purpose": "batch"}
+        )
+        body = {
+            "input_file_id": uploaded.json()["id"],
+            "endpoint": "/v1/responses",
+            "completion_window": "24h",
+        }
+        batch = (await client.post("/v1/batches", json=body)).json()
+        clock.now += 200
+        batch = await retrieve(client, batch["id"])
+        assert batch["status"] == "completed"
+        output = await lines_of(client, batch["output_file_id"])
+        assert [item["custom_id"] for item in output] == ["b", "c"]
+        assert output[0]["response"]["body"]["object"] == "response"
+        errors = await lines_of(client, batch["error_file_id"])
+        assert [(item["custom_id"], item["response"]["status_code"]) for item in errors] == [
+            ("a", 503),
+            ("d", 400),
+        ]
+        assert errors[1]["response"]["body"]["error"]["param"] == "metadata.sim"
+
+    run(app, scenario)
