@@ -68,6 +68,8 @@ class SimBatch:
     output: list[dict[str, Any]] = field(default_factory=list)
     error_lines: list[dict[str, Any]] = field(default_factory=list)
     completed: int = 0
+    failed: int = 0
+    line_count: int = 0
     validated: bool = False
     usage: dict[str, int] = field(
         default_factory=lambda: {"input": 0, "cached": 0, "output": 0, "reasoning": 0}
@@ -77,11 +79,7 @@ class SimBatch:
 
     @property
     def total(self) -> int:
-        return len(self.planned) if self.validated else 0
-
-    @property
-    def failed(self) -> int:
-        return len(self.error_lines)
+        return self.line_count if self.validated else 0
 
     def holds_tokens_at(self, moment: float) -> bool:
         """Whether the batch counts against its model's enqueued-token limit at ``moment``."""
@@ -120,6 +118,7 @@ def advance_batch(batch: SimBatch, now: float, hooks: BatchHooks) -> None:
             _enter(batch, "failed", moment)
             return
         batch.validated = True
+        batch.line_count = len(batch.planned)
         _enter(batch, "in_progress", moment)
     if batch.status == "in_progress":
         _process(batch, now, hooks)
@@ -147,6 +146,7 @@ def cancel_batch(batch: SimBatch, now: float, hooks: BatchHooks) -> bool:
         return False
     if batch.status == "validating":
         batch.validated = not batch.input_errors
+        batch.line_count = len(batch.planned)
     batch.released_at = now
     _enter(batch, "cancelling", now)
     advance_batch(batch, now, hooks)
@@ -167,6 +167,7 @@ def _process(batch: SimBatch, now: float, hooks: BatchHooks) -> None:
             batch.completed += 1
         else:
             batch.error_lines.append(record)
+            batch.failed += 1
         batch.answered += 1
     if now < end:
         return
@@ -184,12 +185,17 @@ def _not_run_rest(batch: SimBatch, code: str, hooks: BatchHooks) -> None:
         return
     for index in range(batch.answered, len(batch.planned)):
         batch.error_lines.append(hooks.not_run(batch, index, code))
+        batch.failed += 1
     batch.answered = len(batch.planned)
 
 
 def _enter(batch: SimBatch, status: str, moment: float) -> None:
     batch.status = status
     batch.entered[status] = moment
+    if status in FINAL_STATUSES:  # the files hold the lines now: let the plans and records go
+        batch.planned = []
+        batch.output = []
+        batch.error_lines = []
 
 
 def batch_object(batch: SimBatch) -> dict[str, Any]:

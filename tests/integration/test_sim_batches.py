@@ -163,7 +163,7 @@ def test_an_invalid_file_fails_validation_with_line_numbers(client: OpenAI) -> N
 
 
 def test_cancel_keeps_answered_lines_and_cancels_the_rest(client: OpenAI, base_url: str) -> None:
-    admin(base_url, "/_control", {"batch_processing_seconds": 6})
+    admin(base_url, "/_control", {"batch_processing_seconds": 30})
     try:
         lines = [chat_line(f"c-{index}") for index in range(20)]
         file_id = upload(client, lines)
