@@ -58,10 +58,16 @@ async def get_tenant(principal: PrincipalDep) -> str:
     return principal.tenant_id
 
 
+async def get_key_id(principal: PrincipalDep) -> str | None:
+    """The id of the caller's API key (None when authentication is off): a key may have its own budget."""
+    return principal.key_id
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 EnqueuerDep = Annotated[Enqueuer, Depends(get_enqueuer)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+KeyIdDep = Annotated[str | None, Depends(get_key_id)]
 
 
 async def get_job_counters(request: Request) -> JobCounters:

@@ -16,7 +16,7 @@ from api.deps import flush_job_counters
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
 from api.request_limits import REFUSALS, RequestTargetMiddleware
-from api.routes import batches, files, health, jobs, jobs_bulk, openai_compat, webhooks
+from api.routes import admin_budgets, batches, files, health, jobs, jobs_bulk, openai_compat, webhooks
 from api.routes import metrics as metrics_routes
 from api.routes import usage as usage_routes
 from api.threads import install_service_threads
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(webhooks.router)
     app.include_router(usage_routes.router)
+    app.include_router(admin_budgets.router)
     app.include_router(metrics_routes.router)
     app.include_router(openai_compat.router)  # drop-in OpenAI endpoints
     app.add_middleware(

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from config.tiers import TierConfig
+from domain.budgets.status import PeriodSpend
 from domain.metrics import catalog
 from domain.metrics.store import MetricStore
 from domain.metrics.tier_counts import TierCounts
@@ -23,10 +24,17 @@ from domain.status import JobStatus
 class BatcheryCollector(Collector):
     """Collects batchery's metrics for one scrape."""
 
-    def __init__(self, store: MetricStore, tiers: TierConfig, counts: Callable[[], TierCounts]) -> None:
+    def __init__(
+        self,
+        store: MetricStore,
+        tiers: TierConfig,
+        counts: Callable[[], TierCounts],
+        budgets: Callable[[], list[PeriodSpend]] = list,
+    ) -> None:
         self.store = store
         self.tiers = tiers
         self.counts = counts
+        self.budgets = budgets
 
     def collect(self) -> Iterator[Metric]:
         counters = self.store.counters()
@@ -62,3 +70,22 @@ class BatcheryCollector(Collector):
             in_flight.add_metric([tier.name], counts.get_count(tier.name, JobStatus.running))
             queued.add_metric([tier.name], counts.get_count(tier.name, JobStatus.queued))
         yield from (depth, in_flight, queued)
+        yield from self._budget_gauges()
+
+    def _budget_gauges(self) -> Iterator[Metric]:
+        """Each budget's limits and spend in the current UTC day and month (a limit only where set)."""
+        gauges = {
+            family.name: GaugeMetricFamily(family.name, family.help, labels=list(family.labels))
+            for family in catalog.BUDGET_FAMILIES
+        }
+        for spend in self.budgets():
+            labels = [spend.tenant_id, spend.key_id or catalog.BUDGET_WHOLE_TENANT, spend.period.value]
+            if spend.limit_usd is not None:
+                gauges[catalog.BUDGET_LIMIT_USD.name].add_metric(labels, float(spend.limit_usd))
+            if spend.limit_tokens is not None:
+                gauges[catalog.BUDGET_LIMIT_TOKENS.name].add_metric(labels, spend.limit_tokens)
+            gauges[catalog.BUDGET_SPENT_USD.name].add_metric(labels, float(spend.spent_usd))
+            gauges[catalog.BUDGET_RESERVED_USD.name].add_metric(labels, float(spend.reserved_usd))
+            gauges[catalog.BUDGET_SPENT_TOKENS.name].add_metric(labels, spend.spent_tokens)
+            gauges[catalog.BUDGET_RESERVED_TOKENS.name].add_metric(labels, spend.reserved_tokens)
+        yield from gauges.values()

@@ -1,4 +1,4 @@
-"""``batchery``: dev, api, worker, flower, beat, sim, db, submit, batch.
+"""``batchery``: dev, api, worker, flower, beat, sim, db, submit, batch, keys, budgets, top.
 
 Bad arguments exit 2 with a usage message; a bad configuration exits 2 naming the variable.
 """
@@ -16,7 +16,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cli import batch, commands, dev, dispatcher_cmd, keys, submit, top
+    from cli import batch, budgets, commands, dev, dispatcher_cmd, keys, submit, top
 
     parser = argparse.ArgumentParser(prog="batchery", description="A job queue for OpenAI-compatible APIs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_parser(sub)
     batch.add_parser(sub)
     keys.add_parser(sub)
+    budgets.add_parser(sub)
     top.add_parser(sub)
     return parser
 

@@ -3,7 +3,8 @@
 Per tier: messages in its broker queue, its backlog and jobs in flight (from the database); per tier
 and per model, over the last minute: requests and tokens used against the RPM and TPM limits, the
 average limiter wait, 429s, other upstream errors and failed jobs, and a pause the limiter is holding
-after a 429. It reads the same Redis and database as the workers, from any machine.
+after a 429. Under it, each spend budget's USD and tokens spent (+ reserved) against its limits in the
+current UTC day and month. It reads the same Redis and database as the workers, from any machine.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import time
 from typing import Any
 
 import redis
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli.top_data import ModelView, TierView, collect
+from cli.top_data import ModelView, TierView, collect, collect_budgets
 from cli.top_refusals import Refusals, read_refusals
 from config.errors import BatcheryError
 from config.settings import Settings, get_settings
+from domain.budgets.status import PeriodSpend
 from domain.errors import Unavailable
 from domain.metrics.store import MetricStore
 from domain.storage.sessions import make_engine, make_session_factory
@@ -123,6 +125,42 @@ def render(views: list[TierView], *, title: str = "batchery top", refusals: Refu
     return table
 
 
+def _spend(spent: float, reserved: float, limit: float | None, money: bool) -> Text:
+    def text(value: float) -> str:
+        return f"${value:,.2f}" if money else compact(value)
+
+    shown = f"{text(spent)}+{text(reserved)}"
+    if limit is None:
+        return Text(f"{shown}/-", style="dim")
+    share = (spent + reserved) / limit if limit > 0 else 1.0
+    style = "red" if share >= 0.9 else "yellow" if share >= 0.7 else ""
+    return Text(f"{shown}/{text(limit)} {share:4.0%}", style=style)
+
+
+def render_budgets(spends: list[PeriodSpend]) -> Table | None:
+    """Each budget's current day and month: spent + reserved / limit; None when no budget is set."""
+    if not spends:
+        return None
+    table = Table(title="budgets", caption="spent + reserved / limit; key * is the whole tenant")
+    for header in ("tenant", "key", "period", "USD", "tokens", "resets (UTC)"):
+        table.add_column(header, justify="left" if header in ("tenant", "key", "period") else "right")
+    for spend in spends:
+        table.add_row(
+            spend.tenant_id,
+            spend.key_id or "*",
+            spend.period.value,
+            _spend(
+                float(spend.spent_usd),
+                float(spend.reserved_usd),
+                None if spend.limit_usd is None else float(spend.limit_usd),
+                True,
+            ),
+            _spend(spend.spent_tokens, spend.reserved_tokens, spend.limit_tokens, False),
+            spend.resets_at.strftime("%m-%d %H:%M"),
+        )
+    return table
+
+
 class Top:
     """Reads frames for one deployment."""
 
@@ -134,17 +172,19 @@ class Top:
         self.store = MetricStore(self.client, settings.redis_prefix)
         self.limiter = RedisLimiter(self.client, prefix=settings.redis_prefix)
 
-    def frame(self) -> Table:
+    def frame(self) -> RenderableType:
         try:
             views = collect(self.settings.tiers, self.store, self.sessions, self.limiter, time.time)
             refusals = read_refusals(self.store, time.time())
+            budgets = render_budgets(collect_budgets(self.sessions))
         except (redis.RedisError, OSError) as exc:
             raise TopError(
                 f"cannot read Redis at {_where(self.settings.redis_url)}: {type(exc).__name__}"
             ) from exc
         except (SQLAlchemyError, Unavailable) as exc:
             raise TopError(f"cannot read the database: {type(exc).__name__}") from exc
-        return render(views, title=f"batchery top  {time.strftime('%H:%M:%S')}", refusals=refusals)
+        tiers = render(views, title=f"batchery top  {time.strftime('%H:%M:%S')}", refusals=refusals)
+        return tiers if budgets is None else Group(tiers, budgets)
 
     def close(self) -> None:
         self.client.close()

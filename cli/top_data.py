@@ -4,7 +4,9 @@
 - backlog and in flight: the tier's queued and running jobs in the database;
 - per model, over the last minute (``domain.metrics.store``'s 10-second window): requests and tokens
   used against the model's RPM and TPM, the average limiter wait, 429s, other upstream errors and
-  failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself.
+  failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself;
+- per spend budget (``domain.budgets``): USD and tokens spent and reserved against its limits, in the
+  current UTC day and month (``collect_budgets``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.tiers import TierConfig
+from domain.budgets.status import PeriodSpend, budget_status
 from domain.metrics.catalog import MetricLabels
 from domain.metrics.store import MetricStore
 from domain.metrics.tier_counts import tier_counts
 from domain.status import JobStatus
+from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
 from workers.buckets import Budget
 from workers.limiter import Limiter
@@ -144,3 +148,13 @@ def collect(
             )
         )
     return views
+
+
+def collect_budgets(sessions: sessionmaker[Session]) -> list[PeriodSpend]:
+    """Every budget's current UTC day and month."""
+    with session_scope(sessions) as session:
+        return [
+            spend
+            for status in budget_status(session, now=utcnow(), tenant_id=None)
+            for spend in status.periods
+        ]

@@ -15,11 +15,14 @@ import redis
 from celery import Celery, Task, signals
 from celery.exceptions import Ignore
 
+from config.prices import load_prices
 from config.settings import Settings
+from domain.budgets.settlement import settle_finished
 from domain.jobs import dispatch_repository
 from domain.leases import tables as leased_tables
 from domain.leases.keeper import LeaseKeeper
 from domain.status import JobStatus
+from domain.storage.models import utcnow
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from domain.tokens.text import warm_up as warm_up_tokenizers
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
@@ -37,6 +40,9 @@ from workers.upstream import make_upstream_client
 from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
+
+SETTLE_CHUNK = 200
+SETTLE_ROUNDS = 20
 
 
 def default_pool_size(concurrency: int) -> int:
@@ -189,9 +195,22 @@ def register_tasks(
 
     @app.task(name=SWEEP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
     def sweep() -> dict[str, Any]:
-        """One dispatcher round: re-queue expired leases, re-send lost messages, top the windows up."""
+        """One dispatcher round: re-queue expired leases, re-send lost messages, top the windows up; then
+        settle the budget reservations of finished jobs and batches (``domain.budgets.settlement``)."""
         rounds = state.dispatcher().run_once()
-        return {r.tier: {"requeued": r.requeued, "resent": r.resent, "sent": r.dispatched} for r in rounds}
+        prices, settled = load_prices(settings.prices_file), 0
+        # in short transactions (the counters they update are the ones submissions reserve on), until
+        # the finished holders are all settled, up to SETTLE_ROUNDS x SETTLE_CHUNK a sweep (400/s at 10 s)
+        for _ in range(SETTLE_ROUNDS):
+            with session_scope(state.runner().sessions) as session:
+                done = settle_finished(session, prices, now=utcnow(), limit=SETTLE_CHUNK)
+            settled += done
+            if done < SETTLE_CHUNK:
+                break
+        answer: dict[str, Any] = {
+            r.tier: {"requeued": r.requeued, "resent": r.resent, "sent": r.dispatched} for r in rounds
+        }
+        return {**answer, "budgets_settled": settled}
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or ())

@@ -15,11 +15,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.deps import EnqueuerDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
+from api.spend import has_budget, reserve_batch
 from api.webhook_hosts import webhook_check
+from config.prices import load_prices
 from config.settings import Settings
 from domain.batches import repository as batch_repository
+from domain.batches.estimate import batch_charges
 from domain.batches.schemas import BatchCreate, BatchList, BatchOut
 from domain.batches.views import batch_out, needs_live_tally
 from domain.errors import InvalidRequest
@@ -33,7 +36,7 @@ from infra.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 429, 503)
 }
 
 
@@ -50,14 +53,17 @@ async def create_batch(
     settings: SettingsDep,
     enqueuer: EnqueuerDep,
     tenant: TenantDep,
+    key_id: KeyIdDep,
 ) -> BatchOut:
-    """Create a batch from an uploaded ``purpose=batch`` file; it starts ``validating``."""
+    """Create a batch from an uploaded ``purpose=batch`` file; it starts ``validating``. Under a budget,
+    the whole file's estimate is reserved first: over it, the answer is 429 ``budget_exceeded`` and
+    nothing is stored."""
     problem = text_problem(body.input_file_id)
     if problem is not None:
         raise InvalidRequest(f"input_file_id: {problem}", param="input_file_id")
     check_job(InputLimits.from_settings(settings), {}, metadata=body.metadata, webhook_url=body.webhook_url)
     check = await webhook_check(request, [body.webhook_url])  # resolved here, not on a thread
-    return await run_in_threadpool(_create_batch, body, session, settings, enqueuer, tenant, check)
+    return await run_in_threadpool(_create_batch, body, session, settings, enqueuer, tenant, check, key_id)
 
 
 def _create_batch(
@@ -67,10 +73,24 @@ def _create_batch(
     enqueuer: Enqueuer,
     tenant: str,
     check: WebhookCheck,
+    key_id: str | None = None,
 ) -> BatchOut:
     if body.webhook_url is not None:
         check(body.webhook_url, settings)
-    batch = batch_repository.create(session, body, tenant_id=tenant, now=utcnow())
+    now = utcnow()
+    batch = batch_repository.create(session, body, tenant_id=tenant, now=now)
+    if has_budget(session, tenant_id=tenant):
+        prices = load_prices(settings.prices_file)
+        charges = batch_charges(
+            session,
+            settings,
+            prices,
+            tenant_id=tenant,
+            input_file_id=batch.input_file_id,
+            endpoint=body.endpoint,
+            day=now.date(),
+        )
+        reserve_batch(session, tenant_id=tenant, key_id=key_id, batch_id=batch.id, charges=charges)
     session.commit()
     enqueuer.send_control(INGEST_BATCH_TASK, batch.id)
     return batch_out(batch)

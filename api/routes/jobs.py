@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
 from api.examples import JOB_EXAMPLES
 from api.presenters import attempts_out, job_out
+from api.spend import reserve_jobs
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
@@ -50,6 +51,7 @@ async def submit_job(
     tenant: TenantDep,
     counters: JobCountersDep,
     rooms: WindowRoomsDep,
+    key_id: KeyIdDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Validate, store (durable before anything is sent), then send the id to the tier's queue.
@@ -58,7 +60,7 @@ async def submit_job(
     ``def`` route would cost a second hop, for FastAPI's check of the response model."""
     check = await webhook_check(request, [body.webhook_url])  # resolved here, not on the thread
     job, created = await run_in_threadpool(
-        _submit, body, session, settings, enqueuer, tenant, counters, rooms, idempotency_key, check
+        _submit, body, session, settings, enqueuer, tenant, counters, rooms, idempotency_key, check, key_id
     )
     if not created:
         response.headers["idempotent-replayed"] = "true"
@@ -75,6 +77,7 @@ def _submit(
     rooms: WindowRooms,
     idempotency_key: str | None,
     check: WebhookCheck,
+    key_id: str | None = None,
 ) -> tuple[JobOut, bool]:
     submission = Submission(settings, tenant_id=tenant, check_webhook=check)
     new = submission.prepare(body, idempotency_key=idempotency_key)
@@ -86,6 +89,7 @@ def _submit(
     )
     if created:
         admit_submission(session, tenant_id=tenant, limit=settings.max_queued_jobs_per_tenant)
+        reserve_jobs(session, settings, tenant_id=tenant, key_id=key_id, jobs=[(job.id, new)])
     fast_path = created and fast
     session.commit()
     if fast_path and not enqueuer.send(job.id, tier.queue, label=task_label(job.id, job.kind, job.model)):

@@ -3,8 +3,10 @@
 Every item goes through the same checks as ``POST /v1/jobs`` (``domain.jobs.submission``). The valid ones
 are stored together in one multi-row INSERT, in one transaction, after the tenant's queue cap is
 checked for all of them at once (over it, the whole request answers 429 ``tenant_queue_full`` and
-nothing is stored). Each tier's first jobs take the free places in its window and are sent at once
-over one broker connection; the rest wait in the backlog, which the dispatcher drains fairly.
+nothing is stored), and after the sum of their estimates is reserved against the caller's spend
+budgets, if any (over one, 429 ``budget_exceeded`` and nothing is stored: ``api.spend``). Each
+tier's first jobs take the free places in its window and are sent at once over one broker
+connection; the rest wait in the backlog, which the dispatcher drains fairly.
 
 The answer is 202 with one result per item, in order: ``{"index", "id", "status": "queued"}`` or
 ``{"index", "id": null, "status": "rejected", "error": {"code", "message", "param", "type"}}``.
@@ -19,8 +21,9 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require_scope
-from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.enqueue import Enqueuer
+from api.spend import reserve_jobs
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
@@ -59,13 +62,14 @@ async def submit_jobs_bulk(
     tenant: TenantDep,
     counters: JobCountersDep,
     rooms: WindowRoomsDep,
+    key_id: KeyIdDep,
 ) -> BulkJobsOut:
     """Check every item; store the valid ones (durable before anything is sent) and answer per item.
     Webhook hosts are resolved first, on the event loop; the rest runs in one hop to a worker thread."""
     urls = [item.get("webhook_url") for item in body.jobs if isinstance(item, dict)]
     check = await webhook_check(request, urls)
     return await run_in_threadpool(
-        _submit_all, body, session, settings, enqueuer, tenant, counters, rooms, check
+        _submit_all, body, session, settings, enqueuer, tenant, counters, rooms, check, key_id
     )
 
 
@@ -78,11 +82,12 @@ def _submit_all(
     counters: JobCounters,
     rooms: WindowRooms,
     check: WebhookCheck,
+    key_id: str | None = None,
 ) -> BulkJobsOut:
     submission = Submission(settings, tenant_id=tenant, check_webhook=check)
     prepared = [submission.prepare_item(index, raw) for index, raw in enumerate(body.jobs)]
     valid = [item for item in prepared if isinstance(item, NewJob)]
-    stored = _store(session, settings, enqueuer, rooms, tenant, valid) if valid else []
+    stored = _store(session, settings, enqueuer, rooms, tenant, valid, key_id) if valid else []
     if stored:
         counters.submitted(stored)
     return _answer(prepared, stored)
@@ -95,6 +100,7 @@ def _store(
     rooms: WindowRooms,
     tenant: str,
     jobs: list[NewJob],
+    key_id: str | None = None,
 ) -> list[StoredJob]:
     ensure_queue_room(session, tenant_id=tenant, limit=settings.max_queued_jobs_per_tenant, adding=len(jobs))
     tiers = settings.tiers.tiers
@@ -102,6 +108,8 @@ def _store(
     room = {name: rooms.take(session, settings, tiers[name], count) for name, count in wanted.items()}
     send_now = bulk_jobs.fast_path_quota(jobs, room)
     stored = bulk_jobs.insert_jobs(session, jobs, send_now=send_now, now=utcnow())
+    held = [(job.id, new) for job, new in zip(stored, jobs, strict=True)]
+    reserve_jobs(session, settings, tenant_id=tenant, key_id=key_id, jobs=held)  # all or none
     session.commit()
     now = [job for job in stored if job.send_now]
     labels = {job.id: task_label(job.id, job.kind, job.model) for job in now}

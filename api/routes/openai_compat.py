@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from api.admission import release_admission
 from api.auth import require_scope
 from api.completion_waiter import CompletionWaiter, database_poll
-from api.deps import EnqueuerDep, JobCountersDep, SessionDep, SettingsDep, TenantDep
+from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.presenters import job_out
 from api.routes.jobs import _submit, cancel_job
 from api.stream_answer import RelayedStream, StreamReader, replayed_events
@@ -93,6 +93,7 @@ class _Call:
         tenant: TenantDep,
         counters: JobCountersDep,
         rooms: WindowRoomsDep,
+        key_id: KeyIdDep,
         x_batchery_timeout: Timeout = None,
         x_batchery_priority: Priority = 0,
         x_batchery_cancel_on_disconnect: CancelOnDisconnect = False,
@@ -100,6 +101,7 @@ class _Call:
     ) -> None:
         self.request, self.session, self.settings = request, session, settings
         self.enqueuer, self.tenant, self.counters, self.rooms = enqueuer, tenant, counters, rooms
+        self.key_id = key_id
         self.timeout = min(
             x_batchery_timeout or settings.openai_wait_seconds, settings.openai_max_wait_seconds
         )
@@ -121,6 +123,7 @@ class _Call:
             self.rooms,
             self.idempotency_key,
             check,
+            self.key_id,
         )
         release_admission(self.request.scope)  # stored: the wait below holds no admission slot
         waiter = completion_waiter(self.request)

@@ -7,7 +7,8 @@ computed when ``/metrics`` is scraped.
 
 Label values are bounded: tiers and models come from the tiers file (anything else is ``other``),
 kinds from ``JobKind``, and outcomes, statuses and reasons from the fixed sets below. No label ever
-holds a job id, a URL, a tenant or a message.
+holds a job id, a URL or a message, and a tenant (or API key id) only on the budget gauges: one series
+per budget an operator set (``domain.budgets``), so their number is bounded by configuration too.
 """
 
 from __future__ import annotations
@@ -137,7 +138,54 @@ STORED_FAMILIES = (
     LIMITER_WAIT,
     REQUESTS_REFUSED,
 )
-SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, BACKLOG_JOBS)
+BUDGET_LABELS = ("tenant", "key", "period")
+"""``key`` is ``*`` for the tenant's own budget, else the API key's id; ``period`` is day or month."""
+BUDGET_WHOLE_TENANT = "*"
+BUDGET_LIMIT_USD = Family(
+    "batchery_budget_limit_usd",
+    "A budget's USD limit for the current UTC day or month.",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_SPENT_USD = Family(
+    "batchery_budget_spent_usd",
+    "USD spent against a budget in the current UTC day or month (settled jobs and batches).",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_RESERVED_USD = Family(
+    "batchery_budget_reserved_usd",
+    "USD reserved against a budget by admitted work not yet settled (its estimate).",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_LIMIT_TOKENS = Family(
+    "batchery_budget_limit_tokens",
+    "A budget's token limit for the current UTC day or month.",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_SPENT_TOKENS = Family(
+    "batchery_budget_spent_tokens",
+    "Tokens spent against a budget in the current period.",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_RESERVED_TOKENS = Family(
+    "batchery_budget_reserved_tokens",
+    "Tokens reserved against a budget by admitted work not yet settled.",
+    "gauge",
+    BUDGET_LABELS,
+)
+BUDGET_FAMILIES = (
+    BUDGET_LIMIT_USD,
+    BUDGET_SPENT_USD,
+    BUDGET_RESERVED_USD,
+    BUDGET_LIMIT_TOKENS,
+    BUDGET_SPENT_TOKENS,
+    BUDGET_RESERVED_TOKENS,
+)
+SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, BACKLOG_JOBS, *BUDGET_FAMILIES)
 
 
 def bounded(value: str, allowed: frozenset[str]) -> str:

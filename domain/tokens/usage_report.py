@@ -85,8 +85,10 @@ def usage_report(
     tenant_id: str | None,
     start: datetime | None = None,
     end: datetime | None = None,
+    batch_id: str | None = None,
 ) -> list[UsageRow]:
-    """Usage per key, ordered by key, for jobs finished in ``[start, end)``; ``tenant_id=None`` is all."""
+    """Usage per key, ordered by key, for jobs finished in ``[start, end)``; ``tenant_id=None`` is all;
+    ``batch_id`` narrows it to one batch's jobs."""
     day = _day_expression(session).label("day")
     size = Job.request["size"].as_string().label("size")
     quality = Job.request["quality"].as_string().label("quality")
@@ -105,6 +107,8 @@ def usage_report(
     ).where(counted_jobs(), Job.finished_at.is_not(None))
     if tenant_id is not None:
         query = query.where(Job.tenant_id == tenant_id)
+    if batch_id is not None:
+        query = query.where(Job.batch_id == batch_id)
     if start is not None:
         query = query.where(Job.finished_at >= as_utc(start))
     if end is not None:

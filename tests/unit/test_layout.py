@@ -37,6 +37,7 @@ FLOORS = {
     "tokens": 1,
     "metrics": 1,
     "tenancy": 2,
+    "budgets": 2,
     "leases": 2,
     "jobs": 3,
     "webhooks": 4,

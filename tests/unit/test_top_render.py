@@ -1,12 +1,18 @@
-"""``batchery top``'s frame: tier totals, shared budgets counted once, and figures people can read."""
+"""``batchery top``'s frame: tier totals, shared budgets counted once, figures people can read, and
+spend budgets against their limits."""
 
 from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pytest
 from rich.console import Console
 
-from cli.top import compact, render
+from cli.top import compact, render, render_budgets
 from cli.top_data import ModelView, TierView
+from domain.budgets.periods import Period
+from domain.budgets.status import PeriodSpend
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +61,28 @@ def test_a_frame_shows_every_tier_its_models_and_a_paused_bucket() -> None:
     assert "premium" in text and "images" in text and "dall-e-3" in text
     assert "gpt-4o paused 1.5s" in text
     assert "95/100  95%" in text
+
+
+def test_budgets_show_spent_plus_reserved_against_each_limit() -> None:
+    assert render_budgets([]) is None
+    spend = PeriodSpend(
+        tenant_id="acme",
+        key_id="",
+        period=Period.day,
+        starts=date(2026, 12, 5),
+        resets_at=datetime(2026, 12, 6, tzinfo=UTC),
+        limit_usd=Decimal(20),
+        spent_usd=Decimal("17.5"),
+        reserved_usd=Decimal("1.5"),
+        limit_tokens=None,
+        spent_tokens=1_200_000,
+        reserved_tokens=30_000,
+    )
+    table = render_budgets([spend])
+    assert table is not None
+    console = Console(width=140, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "acme" in text and "*" in text and "day" in text
+    assert "$17.50+$1.50/$20.00  95%" in text
+    assert "1.2M+30k/-" in text and "12-06 00:00" in text
