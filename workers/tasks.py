@@ -28,6 +28,7 @@ from workers.completion_notice import CompletionNotice
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.heartbeat import Heartbeat
 from workers.limiter import RedisLimiter
+from workers.provider_batch_tasks import ProviderBatchWorker, register_provider_batch_tasks
 from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
@@ -56,6 +57,7 @@ class WorkerState:
 
     webhooks: WebhookWorker
     batches: BatchWorker
+    provider_batches: ProviderBatchWorker
 
     def __init__(self, settings: Settings, app: Celery, concurrency: int) -> None:
         self.settings = settings
@@ -158,6 +160,15 @@ def register_tasks(
         settings,
         lambda: state.runner().sessions,
         state.send_webhook,
+        nudge_dispatcher=state.pump.nudge,
+        keeper=state.keeper,
+    )
+    state.provider_batches = register_provider_batch_tasks(
+        app,
+        settings,
+        lambda: state.runner().sessions,
+        send_webhook=state.send_webhook,
+        batches=lambda: state.batches,
         nudge_dispatcher=state.pump.nudge,
         keeper=state.keeper,
     )

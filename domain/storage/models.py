@@ -105,6 +105,11 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
     custom_id: Mapped[str | None] = mapped_column(String(512), default=None)
 
+    execution_path: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``live`` or ``provider_batch`` (``domain.jobs.execution``); None on jobs older than the column."""
+    provider_batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
+
 
 class WebhookDelivery(Base):
     """One event on its way to one URL: the exact payload, where it is in its retry schedule, and the
@@ -235,6 +240,7 @@ class Batch(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, default=None)
     webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
     output_expires_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    execution: Mapped[str | None] = mapped_column(String(16), default=None)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     in_progress_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -301,3 +307,49 @@ class JobAttempt(Base):
     error_type: Mapped[str | None] = mapped_column(String(64), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     wait_before_next_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+# Deferred jobs waiting for a provider batch (``domain.provider_batches``), and the jobs each one holds.
+DEFERRED_PREDICATE = "status = 'running' AND execution_path = 'provider_batch' AND provider_batch_id IS NULL"
+Index(
+    "ix_jobs_deferred",
+    Job.tier,
+    Job.kind,
+    Job.model,
+    Job.id,
+    postgresql_where=text(DEFERRED_PREDICATE),
+    sqlite_where=text(DEFERRED_PREDICATE),
+)
+Index("ix_jobs_provider_batch", Job.provider_batch_id, Job.status)
+
+
+class ProviderBatch(Base):
+    """One batch on the provider's own Batch API: the jobs it holds (``jobs.provider_batch_id``), the file
+    uploaded for it and where it is. The row is written (``pending``) before anything is uploaded, so a
+    crash at any step is resumed from here (``domain.provider_batches.states``)."""
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_due", "state", "next_poll_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    remote_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    remote_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    output_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    """The lease of the run advancing it (``domain.leases``)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
