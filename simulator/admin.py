@@ -9,7 +9,8 @@
 ``GET /_control``            the current settings
 ``POST /_control``           change runtime settings (names as in ``simulator.settings``), and/or
                              ``{"reset_limits": true}`` (all budgets full again),
-                             ``{"reset_directives": true}`` (forget ``times=N`` counts);
+                             ``{"reset_directives": true}`` (forget ``times=N`` counts),
+                             ``{"expire_next_batches": N}`` (the next N batches created expire);
                              answers the settings, or 400 naming the bad field
 ``GET /_images/<id>.png``    the tiny PNG that image URLs point at
 ``GET /v1/models``           the models of the tiers file (``/v1/models/<id>`` for one)
@@ -22,6 +23,7 @@ import json
 from urllib.parse import parse_qs
 
 from simulator.asgi import BodyTooLargeError, Receive, Scope, Send, read_body, send_bytes, send_json
+from simulator.batches_api import batch_summary
 from simulator.errors import invalid_request, model_not_found
 from simulator.png import tiny_png
 from simulator.settings import SettingsError
@@ -32,12 +34,18 @@ _MAX_RECENT = 1000
 
 
 async def serve_stats(state: SimulatorState, send: Send) -> None:
-    await send_json(send, 200, state.stats.snapshot())
+    await send_json(send, 200, _stats(state))
 
 
 async def serve_stats_reset(state: SimulatorState, send: Send) -> None:
     state.stats.reset()
-    await send_json(send, 200, state.stats.snapshot())
+    await send_json(send, 200, _stats(state))
+
+
+def _stats(state: SimulatorState) -> dict[str, object]:
+    snapshot = state.stats.snapshot()
+    snapshot["batch"].update(batch_summary(state))
+    return snapshot
 
 
 async def serve_recent(state: SimulatorState, scope: Scope, send: Send) -> None:
@@ -71,7 +79,7 @@ async def serve_control(state: SimulatorState, method: str, receive: Receive, se
             field = message.split(":", 1)[0]
             await send_json(send, 400, invalid_request(message, field, "invalid_value").body())
             return
-    await send_json(send, 200, state.settings.public())
+    await send_json(send, 200, {**state.settings.public(), "expire_next_batches": state.expire_next_batches})
 
 
 async def serve_image(send: Send) -> None:

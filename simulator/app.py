@@ -3,7 +3,8 @@
 Model endpoints are matched by the end of the path, so any base URL prefix works: ``/v1/chat/completions``,
 ``/chat/completions``, a gateway's ``/v1/api/openai/chat/completions`` or Azure's
 ``/openai/deployments/<model>/chat/completions?api-version=...`` (the deployment names the model when the
-body does not). Unknown paths get an OpenAI-style 404, wrong methods a 405.
+body does not). ``/v1/files`` and ``/v1/batches`` are OpenAI's Batch API (``simulator.batches_api``).
+Unknown paths get an OpenAI-style 404, wrong methods a 405.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from config.tiers import TierConfig
 from simulator import admin
 from simulator.asgi import Receive, Scope, Send, send_json
+from simulator.batches_api import serve_batch_api
 from simulator.chat import plan_chat
 from simulator.embeddings import plan_embeddings
 from simulator.errors import ApiError
@@ -72,6 +74,8 @@ class SimulatorApp:
             await admin.serve_control(state, method, receive, send)
         elif method == "GET" and path.startswith("/_images/") and path.endswith(".png"):
             await admin.serve_image(send)
+        elif await serve_batch_api(state, method, scope, receive, send):
+            pass
         elif method == "GET" and path.rstrip("/").endswith("/models"):
             await admin.serve_models(state, None, send)
         elif method == "GET" and "/models/" in path:
@@ -109,6 +113,7 @@ def build_app(
     tiers: TierConfig | None = None,
     clock: Clock = time.monotonic,
     rng: random.Random | None = None,
+    wall_clock: Clock = time.time,
 ) -> SimulatorApp:
-    """The app for ``settings``; ``tiers``, ``clock`` and ``rng`` may be injected by tests."""
-    return SimulatorApp(SimulatorState(settings, tiers, clock, rng))
+    """The app for ``settings``; ``tiers``, ``clock``, ``rng`` and ``wall_clock`` may be injected by tests."""
+    return SimulatorApp(SimulatorState(settings, tiers, clock, rng, wall_clock))

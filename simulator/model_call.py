@@ -214,6 +214,16 @@ async def _stream(
         outcome.usage = None
 
 
+def check_api_key(scope: Scope, required: str | None) -> None:
+    """401 ApiError unless the request carries a key (``required`` when set), as for a model call."""
+    _authenticate(header_values(scope, _WANTED_HEADERS), required)
+
+
+def request_base_url(scope: Scope) -> str:
+    """Where the client reached the simulator, e.g. ``http://127.0.0.1:8100``."""
+    return _base_url(scope, header_values(scope, _WANTED_HEADERS))
+
+
 def _authenticate(headers: Mapping[bytes, str], required: str | None) -> None:
     key = _key_of(headers)
     if not key:

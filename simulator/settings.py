@@ -52,6 +52,14 @@ class SimulatorSettings:
     stream_chunk_ms: float = 5.0
     seed: int | None = None
     log_level: str = "warning"
+    batch_validating_seconds: float = 0.5
+    batch_processing_seconds: float = 0.5
+    batch_line_seconds: float = 0.0
+    batch_finalizing_seconds: float = 0.5
+    batch_cancelling_seconds: float = 0.5
+    batch_enqueued_tokens: int = 1_000_000_000
+    batch_error_rate: float = 0.0
+    files_max_bytes: int = 64 * 1024 * 1024
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready values (the required key is masked)."""
@@ -184,6 +192,13 @@ def _positive_integer(value: object) -> int:
     return number
 
 
+def _not_negative_integer(value: object) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return number
+
+
 def _optional_integer(value: object) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -277,6 +292,23 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("seed", _optional_integer, "seed of the random faults and latencies", "N"),
     FieldSpec("log_level", _log_level, "server log level (default warning)", "LEVEL"),
+    FieldSpec("batch_validating_seconds", _not_negative, "a batch's time in validating (default 0.5)", "S"),
+    FieldSpec(
+        "batch_processing_seconds", _not_negative, "a batch's base time in in_progress (default 0.5)", "S"
+    ),
+    FieldSpec("batch_line_seconds", _not_negative, "in_progress time added per input line (default 0)", "S"),
+    FieldSpec("batch_finalizing_seconds", _not_negative, "a batch's time in finalizing (default 0.5)", "S"),
+    FieldSpec("batch_cancelling_seconds", _not_negative, "a batch's time in cancelling (default 0.5)", "S"),
+    FieldSpec(
+        "batch_enqueued_tokens",
+        _not_negative_integer,
+        "enqueued batch tokens allowed per model; past it a batch fails (default 1e9, 0 = no limit)",
+        "N",
+    ),
+    FieldSpec("batch_error_rate", _rate, "share of batch lines answered with a random 500, 502 or 503", "P"),
+    FieldSpec(
+        "files_max_bytes", _positive_integer, "largest file POST /v1/files accepts (default 64 MiB)", "BYTES"
+    ),
 )
 FIELDS_BY_NAME: dict[str, FieldSpec] = {field.name: field for field in FIELDS}
 RUNTIME_FIELDS = frozenset(
@@ -292,6 +324,13 @@ RUNTIME_FIELDS = frozenset(
         "no_limits",
         "default_max_tokens",
         "stream_chunk_ms",
+        "batch_validating_seconds",
+        "batch_processing_seconds",
+        "batch_line_seconds",
+        "batch_finalizing_seconds",
+        "batch_cancelling_seconds",
+        "batch_enqueued_tokens",
+        "batch_error_rate",
     }
 )
 

@@ -18,6 +18,20 @@
                                    "completion_tokens": 100, "total_tokens": 380, "images": 0}}
     }
 
+Batch lines (``simulator.batch_lines``) are counted apart and never in the figures above: ``batch_lines``
+is the number of batch input lines answered (success or error) and ``batch`` holds::
+
+      "batch": {"lines": 5, "succeeded": 4, "failed": 1,     # answered lines by outcome
+                "not_run": 2,                                # batch_expired and batch_cancelled lines
+                "usage": {"prompt_tokens": 80, "completion_tokens": 40, "total_tokens": 120},
+                "by_model": {"gpt-4o-mini": {"lines": 5, "succeeded": 4, "failed": 1,
+                             "prompt_tokens": 80, "completion_tokens": 40, "total_tokens": 120}},
+                "files": 3,                                  # files held now
+                "batches": {"validating": 0, "in_progress": 1, "finalizing": 0, "completed": 2,
+                            "failed": 0, "expired": 0, "cancelling": 0, "cancelled": 0}}
+
+``files`` and ``batches`` describe what the simulator holds now, so a reset does not zero them.
+
 Usage sums add what success bodies reported: chat prompt/completion tokens, Responses input/output
 tokens and GPT-image input/output tokens; a streamed call adds its usage once its stream completed (not
 when it was cut by ``stream_error_after``, a malformed stream or a client going away).
@@ -49,6 +63,32 @@ class ModelCounters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     images: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        values = asdict(self)
+        values["total_tokens"] = self.prompt_tokens + self.completion_tokens
+        return values
+
+
+@dataclass(slots=True)
+class BatchLineCounters:
+    """Counters of the batch lines of one model (or of all)."""
+
+    lines: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, succeeded: bool, usage: Usage | None) -> None:
+        self.lines += 1
+        if succeeded:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
 
     def as_json(self) -> dict[str, int]:
         values = asdict(self)
@@ -98,6 +138,14 @@ class SimulatorStats:
         self.by_status: Counter[int] = Counter()
         self.by_model: dict[str, ModelCounters] = {}
         self.recent: deque[CallRecord] = deque(maxlen=_RECENT)
+        self.batch_lines = BatchLineCounters()
+        self.batch_not_run = 0
+        self.batch_by_model: dict[str, BatchLineCounters] = {}
+
+    def batch_line(self, model: str, succeeded: bool, usage: Usage | None) -> None:
+        """Count one answered batch line (kept apart from live calls)."""
+        self.batch_lines.add(succeeded, usage)
+        self.batch_by_model.setdefault(model, BatchLineCounters()).add(succeeded, usage)
 
     def started(self) -> None:
         self.in_flight += 1
@@ -153,6 +201,23 @@ class SimulatorStats:
             "by_endpoint": dict(self.by_endpoint),
             "by_status": {str(status): count for status, count in sorted(self.by_status.items())},
             "by_model": {name: counters.as_json() for name, counters in sorted(self.by_model.items())},
+            "batch_lines": self.batch_lines.lines,
+            "batch": self._batch_snapshot(),
+        }
+
+    def _batch_snapshot(self) -> dict[str, Any]:
+        totals = self.batch_lines.as_json()
+        return {
+            "lines": totals["lines"],
+            "succeeded": totals["succeeded"],
+            "failed": totals["failed"],
+            "not_run": self.batch_not_run,
+            "usage": {
+                "prompt_tokens": totals["prompt_tokens"],
+                "completion_tokens": totals["completion_tokens"],
+                "total_tokens": totals["total_tokens"],
+            },
+            "by_model": {name: counters.as_json() for name, counters in sorted(self.batch_by_model.items())},
         }
 
     def recent_calls(self, limit: int) -> list[dict[str, Any]]:
