@@ -63,6 +63,7 @@ class Notifier:
     send_webhook: Callable[[str], object] = lambda _delivery: None
     job_done: Callable[[str, str | None], object] = lambda _job, _batch: None
     jobs_to_live: Callable[[list[str]], object] = lambda _jobs: None
+    settled: Callable[[Settlement], object] = lambda _done: None
 
 
 class ProviderBatchRunner:
@@ -272,6 +273,8 @@ class ProviderBatchRunner:
             self.notifier.job_done(job_id, batch_id)
         if done.live:
             self.notifier.jobs_to_live(done.live)
+        if done.jobs:
+            self.notifier.settled(done)
 
     def _poll_delay(self, polls: int) -> timedelta:
         seconds = self.settings.provider_batch_poll_seconds * 2 ** min(polls, 16)

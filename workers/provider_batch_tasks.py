@@ -19,12 +19,15 @@ import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.prices import load_prices
 from config.settings import Settings
 from domain.leases.keeper import LeaseKeeper
+from domain.metrics.store import MetricStore
 from domain.status import JobStatus
 from infra.celery_conf import PROVIDER_BATCH_TICK_TASK
 from workers.batch_tasks import BatchWorker
 from workers.completion_notice import CompletionNotice
+from workers.provider_batch_metrics import SettlementMetrics
 from workers.provider_batch_runner import Notifier, ProviderBatchRunner
 from workers.upstream import make_upstream_client
 
@@ -59,6 +62,11 @@ class ProviderBatchWorker:
                 self._notice = CompletionNotice(
                     client, self.settings.redis_prefix, self.settings.openai_notice_ttl_seconds
                 )
+                metrics = SettlementMetrics(
+                    MetricStore(client, self.settings.redis_prefix),
+                    self.settings.tiers,
+                    load_prices(self.settings.prices_file),
+                )
                 self._runner = ProviderBatchRunner(
                     self.settings,
                     self._sessions(),
@@ -67,6 +75,7 @@ class ProviderBatchWorker:
                         send_webhook=self._send_webhook,
                         job_done=self._job_done,
                         jobs_to_live=lambda _jobs: self._nudge(),
+                        settled=metrics.write,
                     ),
                     keeper=self._keeper,
                 )

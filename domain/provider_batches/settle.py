@@ -22,8 +22,20 @@ from domain.provider_batches import repository
 from domain.provider_batches.lines import LineResult, ReadLines, Verdict, verdict
 from domain.status import JobStatus
 from domain.storage.models import Job
-from domain.tokens.estimates import usage_columns
+from domain.tokens.estimates import UsageColumns, usage_columns
 from domain.webhooks import events
+
+
+@dataclass(frozen=True, slots=True)
+class SettledJob:
+    """One job settled, for the metrics: its tier, kind, model, fate, final status and usage."""
+
+    tier: str
+    kind: str
+    model: str
+    fate: str
+    status: str | None
+    usage: UsageColumns | None = None
 
 
 @dataclass
@@ -34,6 +46,7 @@ class Settlement:
     live: list[str] = field(default_factory=list)
     deliveries: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    jobs: list[SettledJob] = field(default_factory=list)
 
     def note(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -80,15 +93,23 @@ def settle_jobs(
         if fate is Verdict.live:
             if repository.to_live(session, job.id, token):
                 done.live.append(job.id)
+                done.jobs.append(SettledJob(job.tier, job.kind, job.model, fate.value, None))
             continue
         stored = _end(session, claim_of(job, token), fate, result)
         if stored is None:
             continue
+        usage = _usage_of(job.kind, result) if fate is Verdict.complete else None
+        done.jobs.append(SettledJob(job.tier, job.kind, job.model, fate.value, stored.value, usage))
         done.ended[job.id] = job.batch_id
         delivery = events.record_job_event(session, job.id, settings) if job.webhook_url else None
         if delivery is not None:
             done.deliveries.append(delivery)
     return done
+
+
+def _usage_of(kind: str, result: LineResult) -> UsageColumns:
+    usage = result.body.get("usage") if result.body is not None else None
+    return usage_columns(kind, usage if isinstance(usage, dict) else None)
 
 
 def _end(session: Session, claim: Claim, fate: Verdict, result: LineResult) -> JobStatus | None:
@@ -123,6 +144,7 @@ def end_waiting_cancels(session: Session, settings: Settings) -> Settlement:
             continue
         done.ended[job_id] = job.batch_id
         done.note("cancel")
+        done.jobs.append(SettledJob(job.tier, job.kind, job.model, "cancel", JobStatus.cancelled.value))
         delivery = events.record_job_event(session, job_id, settings) if job.webhook_url else None
         if delivery is not None:
             done.deliveries.append(delivery)

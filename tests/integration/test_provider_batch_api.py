@@ -159,3 +159,26 @@ def test_bulk_jobs_refuse_deferred_execution(client: TestClient) -> None:
     (item,) = response.json()["data"]
     assert item["status"] == "rejected" and item["error"]["code"] == "execution_unsupported"
     assert item["error"]["param"] == "jobs.0.execution"
+
+
+def test_metrics_show_deferred_jobs_apart_from_running_ones(client: TestClient) -> None:
+    def gauges() -> dict[str, float]:
+        text = client.get("/metrics").text
+        wanted = ('batchery_deferred_jobs{tier="standard"}', 'batchery_jobs_in_flight{tier="standard"}')
+        found = {
+            name: float(value)
+            for line in text.splitlines()
+            if line.startswith(wanted) or line.startswith("batchery_provider_batches_in_flight ")
+            for name, value in [line.rsplit(" ", 1)]
+        }
+        return found
+
+    before = gauges()
+    assert "batchery_provider_batches_in_flight" in before
+    for _ in range(2):
+        assert _submit(client, execution="provider_batch").status_code == 202
+    after = gauges()
+    deferred = 'batchery_deferred_jobs{tier="standard"}'
+    running = 'batchery_jobs_in_flight{tier="standard"}'
+    assert after[deferred] == before[deferred] + 2
+    assert after[running] == before[running]

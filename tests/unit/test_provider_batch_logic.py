@@ -11,6 +11,7 @@ import pytest
 
 from config.prices import ModelPrice, parse_prices
 from config.providers import OPENAI_BATCH_ENDPOINTS, Provider
+from config.tiers import DEFAULT_TIERS_FILE
 from domain.errors import InvalidRequest
 from domain.jobs.execution import (
     DEFERRED_OWNER,
@@ -225,3 +226,47 @@ def test_batch_prices_are_half_unless_named() -> None:
     )
     with pytest.raises(ValueError):
         ModelPrice(effective=date(2025, 1, 1), batch_discount=Decimal("1.5"))
+
+
+def test_a_settlements_metrics_count_fates_batch_cost_and_savings() -> None:
+    from config.tiers import load_tiers
+    from domain.metrics import catalog
+    from domain.provider_batches.settle import SettledJob, Settlement
+    from domain.tokens.estimates import usage_columns
+    from workers.provider_batch_metrics import SettlementMetrics
+
+    prices = parse_prices(
+        {
+            "models": {
+                "gpt-4o-mini": [
+                    {"effective": date(2025, 1, 1), "input": Decimal("0.15"), "output": Decimal("0.60")}
+                ]
+            }
+        }
+    )
+    tiers = load_tiers(DEFAULT_TIERS_FILE)
+    done = Settlement(
+        jobs=[
+            SettledJob(
+                "standard",
+                "chat",
+                "gpt-4o-mini",
+                "complete",
+                "succeeded",
+                usage_columns("chat", {"prompt_tokens": 1_000_000, "completion_tokens": 0}),
+            ),
+            SettledJob("standard", "chat", "gpt-4o-mini", "live", None),
+        ]
+    )
+    metrics = SettlementMetrics(None, tiers, prices, clock=lambda: NOW.timestamp())  # type: ignore[arg-type]
+    batch = metrics.batch_of(done)
+    counters = dict(batch.counters)
+
+    def stored(family: catalog.Family, *labels: str) -> float:
+        return counters.get("|".join((family.name, *labels)), 0) / family.scale
+
+    assert stored(catalog.PROVIDER_BATCH_JOBS, "standard", "gpt-4o-mini", "complete") == 1
+    assert stored(catalog.PROVIDER_BATCH_JOBS, "standard", "gpt-4o-mini", "live") == 1
+    assert stored(catalog.JOBS_FINISHED, "standard", "chat", "gpt-4o-mini", "succeeded") == 1
+    assert stored(catalog.COST, "standard", "gpt-4o-mini") == pytest.approx(0.075)
+    assert stored(catalog.BATCH_SAVINGS, "standard", "gpt-4o-mini") == pytest.approx(0.075)
