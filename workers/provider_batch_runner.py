@@ -135,12 +135,15 @@ class ProviderBatchRunner:
             try:
                 state, next_poll = self._steps(provider_batch_id, report or TickReport())
             except UpstreamError as error:
-                next_poll = self._backoff(provider_batch_id)
-                log.warning(
-                    "provider batch %s: the provider answered %s; trying again later",
-                    provider_batch_id,
-                    error.status_code or type(error).__name__,
-                )
+                if _refused(error):
+                    state, next_poll = self._give_up(provider_batch_id, error, report or TickReport()), None
+                else:
+                    next_poll = self._backoff(provider_batch_id)
+                    log.warning(
+                        "provider batch %s: the provider answered %s; trying again later",
+                        provider_batch_id,
+                        error.status_code or type(error).__name__,
+                    )
             finally:
                 with session_scope(self.sessions) as session:
                     repository.release(session, provider_batch_id, next_poll_at=next_poll)
@@ -221,7 +224,7 @@ class ProviderBatchRunner:
         api = self.api(row.provider)
         assert row.remote_id is not None
         remote = api.get_batch(row.remote_id)
-        status = RemoteStatus(str(remote.get("status")))
+        status = _remote_status(remote.get("status"))
         if status not in REMOTE_TERMINAL:
             if status is not RemoteStatus.cancelling and self._all_cancelled(row.id):
                 remote = api.cancel_batch(row.remote_id)
@@ -259,6 +262,32 @@ class ProviderBatchRunner:
         self._announce(done, report)
         return ProviderBatchState.done.value, None
 
+    def _give_up(self, provider_batch_id: str, error: UpstreamError, report: TickReport) -> str:
+        """The provider refused the file or the batch for good (a 4xx other than 408, 409 or 429): its
+        jobs are settled as if the batch failed, so they run live while their deadline allows."""
+        log.warning(
+            "provider batch %s refused (%s): its jobs fall back", provider_batch_id, error.status_code
+        )
+        now = self.clock()
+        with session_scope(self.sessions) as session:
+            done = settle_jobs(
+                session,
+                provider_batch_id,
+                ReadLines(),
+                missing_code="batch_failed",
+                settings=self.settings,
+                now=now,
+            )
+            repository.advance(
+                session,
+                provider_batch_id,
+                ProviderBatchState.done,
+                error=f"{error.status_code}: {error}"[:2000],
+                finished_at=now,
+            )
+        self._announce(done, report)
+        return ProviderBatchState.done.value
+
     def _all_cancelled(self, provider_batch_id: str) -> bool:
         with session_scope(self.sessions) as session:
             held = repository.held_jobs(session, provider_batch_id)
@@ -285,3 +314,16 @@ class ProviderBatchRunner:
             row = session.get(ProviderBatch, provider_batch_id)
             polls = row.polls if row is not None else 0
         return self.clock() + self._poll_delay(polls)
+
+
+def _refused(error: UpstreamError) -> bool:
+    status = error.status_code
+    return status is not None and 400 <= status < 500 and status not in (408, 409, 429)
+
+
+def _remote_status(value: object) -> RemoteStatus:
+    """The provider's status; one batchery does not know is taken as still running."""
+    try:
+        return RemoteStatus(str(value))
+    except ValueError:
+        return RemoteStatus.in_progress

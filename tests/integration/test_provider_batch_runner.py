@@ -326,3 +326,25 @@ def test_a_big_group_is_split_at_the_line_limit(
     with session_scope(sessions) as session:
         holders = session.scalars(select(Job.provider_batch_id).where(Job.id.in_(ids))).all()
     assert sorted(holders.count(holder) for holder in set(holders)) == [1, 2, 2]
+
+
+def test_a_batch_the_provider_refuses_hands_its_jobs_to_live_execution(rig: Rig) -> None:
+    ids = rig.defer(2)
+    rig.api.refuse_creates = True
+    (opened,) = rig.runner.tick().opened
+    row = rig.row(opened)
+    assert row.state == "done" and row.error is not None and row.error.startswith("400")
+    assert [rig.job(job_id).status for job_id in ids] == ["queued", "queued"]
+    assert sorted(rig.heard.live) == sorted(ids)
+
+
+def test_a_status_batchery_does_not_know_is_polled_again(rig: Rig) -> None:
+    ids = rig.defer(1)
+    (opened,) = rig.runner.tick().opened
+    (remote_id,) = rig.api.batches
+    rig.api.batches[remote_id]["status"] = "queued_somewhere"
+    rig.tick_later()
+    assert rig.row(opened).state == "submitted" and rig.job(ids[0]).status == "running"
+    rig.api.finish(remote_id)
+    rig.tick_later()
+    assert rig.job(ids[0]).status == "succeeded"

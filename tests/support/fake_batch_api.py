@@ -31,6 +31,7 @@ class FakeBatchApi:
     cancels: int = 0
     lose_next_upload_answer: bool = False
     lose_next_create_answer: bool = False
+    refuse_creates: bool = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -77,6 +78,9 @@ class FakeBatchApi:
         )
 
     def _create(self, body: dict[str, Any]) -> httpx.Response:
+        if self.refuse_creates:
+            error = {"message": "enqueued token limit reached", "type": "invalid_request_error"}
+            return httpx.Response(400, json={"error": error})
         batch_id = f"batch_{len(self.batches) + 1}"
         self.batches[batch_id] = {
             "id": batch_id,
