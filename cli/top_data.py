@@ -4,7 +4,8 @@
 - backlog and in flight: the tier's queued and running jobs in the database;
 - per model, over the last minute (``domain.metrics.store``'s 10-second window): requests and tokens
   used against the model's RPM and TPM, the average limiter wait, 429s, other upstream errors and
-  failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself.
+  failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself;
+- the provider Batch API path: provider batches in flight, deferred jobs, and the money it saved.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.tiers import TierConfig
-from domain.metrics.catalog import MetricLabels
+from domain.metrics.catalog import BATCH_SAVINGS, MetricLabels
 from domain.metrics.store import MetricStore
-from domain.metrics.tier_counts import tier_counts
+from domain.metrics.tier_counts import DEFERRED, tier_counts
 from domain.status import JobStatus
 from domain.storage.sessions import session_scope
 from workers.buckets import Budget
@@ -144,3 +145,29 @@ def collect(
             )
         )
     return views
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBatchView:
+    """The provider Batch API path now: batches in flight, deferred jobs, money saved so far."""
+
+    in_flight: int
+    deferred: int
+    saved_usd: float
+
+    def caption(self) -> str:
+        return (
+            f"provider batches in flight: {self.in_flight}, deferred jobs: {self.deferred}, "
+            f"saved by the Batch API: ${self.saved_usd:,.2f}"
+        )
+
+
+def read_provider_batches(store: MetricStore, sessions: sessionmaker[Session]) -> ProviderBatchView:
+    with session_scope(sessions) as session:
+        counts = tier_counts(session)
+    saved = store.counters().get(BATCH_SAVINGS.name, {})
+    return ProviderBatchView(
+        in_flight=counts.provider_batches,
+        deferred=sum(counts.get_count(tier, DEFERRED) for tier in counts),
+        saved_usd=sum(saved.values()),
+    )
