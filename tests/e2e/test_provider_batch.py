@@ -146,3 +146,34 @@ def test_line_errors_end_their_jobs_with_the_providers_error(setup: Setup) -> No
         assert_output_line(line)
         assert line["response"]["status_code"] == 400
     assert {job["execution_path"] for job in _jobs(setup, errors).values()} == {"provider_batch"}
+
+
+def test_cancelling_the_batch_cancels_its_provider_batch(setup: Setup) -> None:
+    with setup.stack.sim() as sim:
+        assert sim.post("/_control", json={"batch_processing_seconds": 30}).status_code == 200
+        try:
+            before = sim.get("/_stats").json()
+            lines = [request_line(f"c{i}", chat_request(prompt=f"cancel me {i}")) for i in range(6)]
+            uploaded = setup.client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
+            batch = setup.client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                extra_body={"execution": "auto"},
+            )
+            deadline = time.monotonic() + 30
+            while sim.get("/_stats").json()["batch"]["batches"]["in_progress"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            setup.client.batches.cancel(batch.id)
+            deadline = time.monotonic() + 60
+            while (done := setup.client.batches.retrieve(batch.id)).status not in TERMINAL:
+                assert time.monotonic() < deadline, done.status
+                time.sleep(0.3)
+            after = sim.get("/_stats").json()
+        finally:
+            sim.post("/_control", json={"batch_processing_seconds": 0.5})
+    assert done.status == "cancelled"
+    assert after["batch"]["batches"]["cancelled"] == before["batch"]["batches"]["cancelled"] + 1
+    assert after["requests_total"] == before["requests_total"]  # nothing ran live
+    assert done.request_counts is not None and done.request_counts.total == 6
