@@ -182,3 +182,19 @@ def test_metrics_show_deferred_jobs_apart_from_running_ones(client: TestClient) 
     running = 'batchery_jobs_in_flight{tier="standard"}'
     assert after[deferred] == before[deferred] + 2
     assert after[running] == before[running]
+
+
+def test_deferred_jobs_count_against_the_tenants_queue_limit(
+    database_url: str, redis_url: str, tenant: str
+) -> None:
+    settings = load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        openai_api_key="sk-test-provider",
+        max_queued_jobs_per_tenant=2,
+    )
+    with TestClient(create_app(settings), headers=bearer(create_key(database_url, tenant))) as client:
+        assert _submit(client, execution="provider_batch").status_code == 202
+        assert _submit(client, execution="provider_batch").status_code == 202
+        refused = _submit(client, execution="provider_batch")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "tenant_queue_full"
