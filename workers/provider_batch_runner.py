@@ -10,6 +10,7 @@ what it may have made before a crash: the file by its name, the batch by its met
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ MISSING_CODES = {
     RemoteStatus.completed: "batch_failed",
 }
 """Why a job has no line in a provider batch that ended with this status."""
+SETTLE_CHUNK = 1000
+"""Jobs settled per transaction: row locks and a transaction's length stay bounded on a 50,000-line batch."""
 
 
 @dataclass
@@ -246,10 +249,21 @@ class ProviderBatchRunner:
             if file_id:
                 read_lines([api.content(str(file_id))], expected, into=read)
         now = self.clock()
+        for _ in range(row.request_count // SETTLE_CHUNK + 2):  # SETTLE_CHUNK jobs a transaction
+            with session_scope(self.sessions) as session:
+                done = settle_jobs(
+                    session,
+                    row.id,
+                    read,
+                    missing_code=MISSING_CODES[status],
+                    settings=self.settings,
+                    now=now,
+                    limit=SETTLE_CHUNK,
+                )
+            self._announce(done, report)
+            if sum(done.counts.values()) < SETTLE_CHUNK:
+                break
         with session_scope(self.sessions) as session:
-            done = settle_jobs(
-                session, row.id, read, missing_code=MISSING_CODES[status], settings=self.settings, now=now
-            )
             repository.advance(
                 session,
                 row.id,
@@ -257,9 +271,9 @@ class ProviderBatchRunner:
                 remote_status=status.value,
                 output_file_id=output_id,
                 error_file_id=error_id,
+                error=_errors_of(remote),
                 finished_at=now,
             )
-        self._announce(done, report)
         return ProviderBatchState.done.value, None
 
     def _give_up(self, provider_batch_id: str, error: UpstreamError, report: TickReport) -> str:
@@ -327,3 +341,9 @@ def _remote_status(value: object) -> RemoteStatus:
         return RemoteStatus(str(value))
     except ValueError:
         return RemoteStatus.in_progress
+
+
+def _errors_of(remote: dict[str, object]) -> str | None:
+    """The provider's own errors of a batch (a failed one lists why), kept for the operator."""
+    errors = remote.get("errors")
+    return json.dumps(errors)[:2000] if errors else None

@@ -141,14 +141,14 @@ def advance(session: Session, provider_batch_id: str, state: ProviderBatchState,
     )
 
 
-def held_jobs(session: Session, provider_batch_id: str) -> list[Job]:
+def held_jobs(session: Session, provider_batch_id: str, *, limit: int | None = None) -> list[Job]:
     """The jobs the provider batch still holds (running under its token), oldest first."""
     query = select(Job).where(
         Job.provider_batch_id == provider_batch_id,
         Job.status == JobStatus.running.value,
         lease.held_by(JOB_LEASES, holder_token(provider_batch_id)),
     )
-    return list(session.scalars(query.order_by(Job.id)))
+    return list(session.scalars(query.order_by(Job.id).limit(limit)))
 
 
 def to_live(session: Session, job_id: str, token: str) -> bool:

@@ -76,11 +76,14 @@ def settle_jobs(
     missing_code: str,
     settings: Settings,
     now: datetime,
+    limit: int | None = None,
 ) -> Settlement:
-    """Settle every job the provider batch still holds, in the caller's transaction."""
+    """Settle the jobs the provider batch still holds (the first ``limit`` of them, by id), in the
+    caller's transaction. Settling is idempotent: a job settled is no longer held, so a run that
+    stopped half way is finished by the next one."""
     token = repository.holder_token(provider_batch_id)
     done = Settlement()
-    for job in repository.held_jobs(session, provider_batch_id):
+    for job in repository.held_jobs(session, provider_batch_id, limit=limit):
         fate, result = verdict(
             read.results.get(job.id),
             missing_code=missing_code,

@@ -348,3 +348,34 @@ def test_a_status_batchery_does_not_know_is_polled_again(rig: Rig) -> None:
     rig.api.finish(remote_id)
     rig.tick_later()
     assert rig.job(ids[0]).status == "succeeded"
+
+
+def test_a_big_provider_batch_is_settled_in_chunks_each_job_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.provider_batch_runner as runner_module
+
+    monkeypatch.setattr(runner_module, "SETTLE_CHUNK", 2)
+    ids = rig.defer(5)
+    (opened,) = rig.runner.tick().opened
+    rig.api.finish(next(iter(rig.api.batches)))
+    report = rig.tick_later()
+    assert report.settled == {"complete": 5}
+    assert sorted(rig.heard.done) == sorted(ids)
+    assert [rig.job(job_id).status for job_id in ids] == ["succeeded"] * 5
+    assert rig.row(opened).state == "done"
+
+
+def test_a_failed_provider_batch_keeps_the_providers_errors_and_its_jobs_run_live(rig: Rig) -> None:
+    ids = rig.defer(2)
+    (opened,) = rig.runner.tick().opened
+    (remote_id,) = rig.api.batches
+    rig.api.batches[remote_id]["errors"] = {
+        "object": "list",
+        "data": [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}],
+    }
+    rig.api.finish(remote_id, lambda _line: None, status="failed")
+    rig.tick_later()
+    row = rig.row(opened)
+    assert row.remote_status == "failed" and row.error is not None and "token_limit_exceeded" in row.error
+    assert [rig.job(job_id).status for job_id in ids] == ["queued", "queued"]
