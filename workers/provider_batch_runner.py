@@ -34,6 +34,7 @@ from domain.provider_batches.states import (
 )
 from domain.storage.models import ProviderBatch, utcnow
 from domain.storage.sessions import session_scope
+from domain.tokens.usage_report import as_utc
 from workers.provider_batch_client import BatchApiClient
 from workers.upstream import UpstreamError
 
@@ -229,7 +230,7 @@ class ProviderBatchRunner:
         remote = api.get_batch(row.remote_id)
         status = _remote_status(remote.get("status"))
         if status not in REMOTE_TERMINAL:
-            if status is not RemoteStatus.cancelling and self._all_cancelled(row.id):
+            if status is not RemoteStatus.cancelling and self._should_cancel(row.id):
                 remote = api.cancel_batch(row.remote_id)
                 status = RemoteStatus(str(remote.get("status") or status.value))
             with session_scope(self.sessions) as session:
@@ -302,10 +303,15 @@ class ProviderBatchRunner:
         self._announce(done, report)
         return ProviderBatchState.done.value
 
-    def _all_cancelled(self, provider_batch_id: str) -> bool:
+    def _should_cancel(self, provider_batch_id: str) -> bool:
+        """Cancel a running provider batch once every job it holds was told to cancel, or once a job's
+        deadline passed (its lines not run yet then run live when their own deadline allows)."""
         with session_scope(self.sessions) as session:
-            held = repository.held_jobs(session, provider_batch_id)
-        return bool(held) and all(job.cancel_requested_at is not None for job in held)
+            held, cancelled, earliest = repository.held_summary(session, provider_batch_id)
+        if earliest is not None and as_utc(earliest) <= self.clock():
+            log.warning("provider batch %s: a job's deadline passed; cancelling it", provider_batch_id)
+            return True
+        return held > 0 and cancelled == held
 
     def _announce(self, done: Settlement, report: TickReport) -> None:
         for what, count in done.counts.items():

@@ -11,7 +11,7 @@ it again.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from config.settings import Settings
 from domain.ids import new_id
-from domain.jobs.execution import ExecutionPath, batch_endpoint
+from domain.jobs.execution import PROVIDER_BATCH_WINDOW_SECONDS, ExecutionPath, batch_endpoint
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES, PROVIDER_BATCH_LEASES
 from domain.provider_batches.grouping import FlushRule, GroupKey, WaitingGroup
@@ -30,6 +30,10 @@ from domain.storage.dialect import dialect_of
 from domain.storage.models import DEFERRED_PREDICATE, Job, ProviderBatch
 
 DEFERRED = text(DEFERRED_PREDICATE)
+HELD_FOR = timedelta(seconds=PROVIDER_BATCH_WINDOW_SECONDS + 3600)
+"""How long a provider batch holds its jobs' leases: its provider's window and an hour. The poller
+settles them before (it cancels a provider batch once a job's deadline passed); the lease is the safety
+net that hands them to live workers should no poller run at all."""
 
 
 def holder_token(provider_batch_id: str) -> str:
@@ -71,7 +75,11 @@ def open_intent(session: Session, key: GroupKey, rule: FlushRule, *, now: dateti
     taken = session.execute(
         update(Job)
         .where(Job.id.in_([row[0] for row in rows]), DEFERRED)
-        .values(provider_batch_id=provider_batch_id, lease_owner=holder_token(provider_batch_id))
+        .values(
+            provider_batch_id=provider_batch_id,
+            lease_owner=holder_token(provider_batch_id),
+            lease_expires_at=now + HELD_FOR,
+        )
         .returning(Job.id)
     )
     ids = {row[0] for row in taken}
@@ -149,6 +157,18 @@ def held_jobs(session: Session, provider_batch_id: str, *, limit: int | None = N
         lease.held_by(JOB_LEASES, holder_token(provider_batch_id)),
     )
     return list(session.scalars(query.order_by(Job.id).limit(limit)))
+
+
+def held_summary(session: Session, provider_batch_id: str) -> tuple[int, int, datetime | None]:
+    """Of the jobs the provider batch still holds: how many, how many were told to cancel, and the
+    earliest deadline (one aggregate, no row loaded)."""
+    query = select(func.count(), func.count(Job.cancel_requested_at), func.min(Job.deadline_at)).where(
+        Job.provider_batch_id == provider_batch_id,
+        Job.status == JobStatus.running.value,
+        lease.held_by(JOB_LEASES, holder_token(provider_batch_id)),
+    )
+    held, cancelled, earliest = session.execute(query).one()
+    return int(held), int(cancelled), earliest
 
 
 def to_live(session: Session, job_id: str, token: str) -> bool:

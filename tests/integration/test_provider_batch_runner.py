@@ -379,3 +379,21 @@ def test_a_failed_provider_batch_keeps_the_providers_errors_and_its_jobs_run_liv
     row = rig.row(opened)
     assert row.remote_status == "failed" and row.error is not None and "token_limit_exceeded" in row.error
     assert [rig.job(job_id).status for job_id in ids] == ["queued", "queued"]
+
+
+def test_a_provider_batch_past_a_jobs_deadline_is_cancelled_and_its_unrun_lines_end(rig: Rig) -> None:
+    (short,) = rig.defer(1, deadline_hours=1)
+    (long,) = rig.defer(1, deadline_hours=72)
+    rig.runner.tick()
+    (remote_id,) = rig.api.batches
+    with session_scope(rig.sessions) as session:
+        held = session.get(Job, short)
+        assert held is not None and held.lease_expires_at is not None
+        assert held.lease_expires_at > rig.clock() + timedelta(hours=24)  # held past the provider's window
+    rig.tick_later(2 * 3600)  # the short job's deadline passed
+    assert rig.api.cancels == 1
+    rig.api.finish(remote_id, lambda _line: None, status="cancelled")
+    rig.tick_later(10)
+    late = rig.job(short)
+    assert (late.status, late.error_type) == ("failed", "batch_cancelled")
+    assert rig.job(long).status == "queued" and rig.job(long).execution_path == "live"
