@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -48,11 +49,9 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
         )
         stack.processes["beat"] = beat
         try:
-            client = OpenAI(
-                base_url=stack.api_url + "/v1",
-                api_key=create_key(postgres_url, f"pbscale-{uuid.uuid4().hex[:8]}"),
-                max_retries=0,
-            )
+            tenant = f"pbscale-{uuid.uuid4().hex[:8]}"
+            key = create_key(postgres_url, tenant)
+            client = OpenAI(base_url=stack.api_url + "/v1", api_key=key, max_retries=0)
             lines = [request_line(f"l{i}", chat_request(prompt=f"line {i}")) for i in range(LINES)]
             uploaded = client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
             batch = client.batches.create(
@@ -91,7 +90,14 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
             assert stats["batch_lines"] == LINES  # one provider batch: no line sent twice
             failed_in_batch = stats["batch"]["failed"]
             assert 0 < failed_in_batch < LINES // 10
-            assert stats["requests_total"] == failed_in_batch  # each line the provider failed ran live, once
+            usage = httpx.get(
+                stack.api_url + "/v1/usage",
+                params={"tenant": tenant},
+                headers={"authorization": f"Bearer {key}"},
+                timeout=30,
+            ).json()["total"]
+            # each line the provider failed ran live once, the others were billed at the batch price
+            assert (usage["requests"], usage["batch_requests"]) == (LINES, LINES - failed_in_batch)
             client.close()
         finally:
             beat.stop()
