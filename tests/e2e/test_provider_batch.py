@@ -6,6 +6,7 @@ jobs with the provider's error; every line ends exactly once, in OpenAI's output
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ class Setup:
     client: OpenAI
     jobs: httpx.Client
     tenant: str
+    key: str
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, postgres_url: str, redis_url
             key = create_key(postgres_url, tenant)
             client = OpenAI(base_url=stack.api_url + "/v1", api_key=key, max_retries=0)
             with stack.api(key) as jobs:
-                yield Setup(stack, client, jobs, tenant)
+                yield Setup(stack, client, jobs, tenant, key)
             client.close()
         finally:
             beat.stop()
@@ -186,3 +188,27 @@ def test_cancelling_the_batch_cancels_its_provider_batch(setup: Setup) -> None:
     assert after["batch"]["batches"]["cancelled"] == before["batch"]["batches"]["cancelled"] + 1
     assert _live_requests(setup) == live_before  # nothing ran live
     assert done.request_counts is not None and done.request_counts.total == 6
+
+
+def test_the_cli_runs_a_file_through_the_providers_batch_api(setup: Setup, tmp_path: Path) -> None:
+    source, results = tmp_path / "in.jsonl", tmp_path / "results.jsonl"
+    source.write_bytes(jsonl([request_line(f"k{i}", chat_request(prompt=f"cli {i}")) for i in range(4)]))
+    common = ["--url", setup.stack.api_url, "--api-key", setup.key]
+    argv = batchery(
+        "batch",
+        "run",
+        str(source),
+        "--endpoint",
+        "/v1/chat/completions",
+        "--execution",
+        "auto",
+        "--wait",
+        "-o",
+        str(results),
+        *common,
+    )
+    run = subprocess.run(argv, env=setup.stack.env, capture_output=True, text=True, timeout=90, check=False)
+    assert run.returncode == 0, run.stderr
+    written = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in written) == ["k0", "k1", "k2", "k3"]
+    assert {job["execution_path"] for job in _jobs(setup, written).values()} == {"provider_batch"}
