@@ -118,11 +118,10 @@ class ProviderBatchRunner:
             while left > 0:
                 with session_scope(self.sessions) as session:
                     made = repository.open_intent(session, group.key, self.rule, now=now)
-                    taken = session.get(ProviderBatch, made).request_count if made else 0  # type: ignore[union-attr]
                 if made is None:
                     break
-                opened.append(made)
-                left -= taken
+                opened.append(made[0])
+                left -= made[1]
         return opened
 
     def advance(self, provider_batch_id: str, report: TickReport | None = None) -> str:

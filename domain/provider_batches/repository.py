@@ -57,9 +57,9 @@ def waiting_groups(session: Session, settings: Settings) -> list[WaitingGroup]:
     return groups
 
 
-def open_intent(session: Session, key: GroupKey, rule: FlushRule, *, now: datetime) -> str | None:
+def open_intent(session: Session, key: GroupKey, rule: FlushRule, *, now: datetime) -> tuple[str, int] | None:
     """Write a provider batch's row and take up to one file's worth of the group's waiting jobs into it,
-    in the caller's transaction. Returns its id, or None when no job was left to take."""
+    in the caller's transaction. Returns its id and how many jobs it took, or None when none was left."""
     query = (
         select(Job.id, Job.request)
         .where(DEFERRED, Job.tier == key.tier, Job.kind == key.kind, Job.model == key.model)
@@ -101,7 +101,7 @@ def open_intent(session: Session, key: GroupKey, rule: FlushRule, *, now: dateti
         )
     )
     session.flush()
-    return provider_batch_id
+    return provider_batch_id, len(ids)
 
 
 def due(session: Session, *, now: datetime, limit: int = 100) -> list[str]:

@@ -201,8 +201,9 @@ def test_a_dead_workers_provider_batch_is_resumed_after_its_lease_without_a_seco
         from domain.provider_batches.grouping import FlushRule
 
         (group,) = repository.waiting_groups(session, rig.runner.settings)
-        opened = repository.open_intent(session, group.key, FlushRule(), now=rig.clock())
-    assert opened is not None
+        made = repository.open_intent(session, group.key, FlushRule(), now=rig.clock())
+    assert made is not None and made[1] == 2
+    opened = made[0]
     with session_scope(rig.sessions) as session:  # a worker takes it, uploads, and dies
         assert repository.take_lease(session, opened, now=rig.clock(), seconds=30)
         repository.advance(session, opened, ProviderBatchState.pending, polls=1)
