@@ -6,6 +6,7 @@ from sqlalchemy import engine_from_config, pool
 
 from alembic import context
 from config.settings import get_settings
+from domain.storage import spend_models  # noqa: F401  # its tables join Base.metadata
 from domain.storage.models import Base
 
 config = context.config

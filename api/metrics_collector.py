@@ -17,7 +17,7 @@ from config.tiers import TierConfig
 from domain.budgets.status import PeriodSpend
 from domain.metrics import catalog
 from domain.metrics.store import MetricStore
-from domain.metrics.tier_counts import TierCounts
+from domain.metrics.tier_counts import DEFERRED, TierCounts
 from domain.status import JobStatus
 
 
@@ -65,11 +65,15 @@ class BatcheryCollector(Collector):
             catalog.JOBS_IN_FLIGHT.name, catalog.JOBS_IN_FLIGHT.help, labels=["tier"]
         )
         queued = GaugeMetricFamily(catalog.BACKLOG_JOBS.name, catalog.BACKLOG_JOBS.help, labels=["tier"])
+        deferred = GaugeMetricFamily(catalog.DEFERRED_JOBS.name, catalog.DEFERRED_JOBS.help, labels=["tier"])
         for tier in tiers:
             depth.add_metric([tier.name], depths[tier.queue])
             in_flight.add_metric([tier.name], counts.get_count(tier.name, JobStatus.running))
             queued.add_metric([tier.name], counts.get_count(tier.name, JobStatus.queued))
-        yield from (depth, in_flight, queued)
+            deferred.add_metric([tier.name], counts.get_count(tier.name, DEFERRED))
+        family = catalog.PROVIDER_BATCHES_IN_FLIGHT
+        batches = GaugeMetricFamily(family.name, family.help, value=counts.provider_batches)
+        yield from (depth, in_flight, queued, deferred, batches)
         yield from self._budget_gauges()
 
     def _budget_gauges(self) -> Iterator[Metric]:

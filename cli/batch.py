@@ -52,6 +52,12 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--endpoint", required=True, choices=ENDPOINTS)
     run.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     run.add_argument("--webhook-url", help="receives batch.completed / failed / expired / cancelled")
+    run.add_argument(
+        "--execution",
+        choices=("live", "provider_batch", "auto"),
+        default="live",
+        help="auto / provider_batch: through the provider's own Batch API at its batch price (default live)",
+    )
     run.add_argument("--wait", action="store_true", help="follow the batch with a progress bar until it ends")
     run.add_argument("-o", "--output", type=Path, help="with --wait: write the results here")
     run.add_argument("--poll", type=float, default=1.0, help="seconds between status checks")
@@ -128,6 +134,8 @@ def run_batch(args: argparse.Namespace) -> int:
             payload["metadata"] = metadata
         if args.webhook_url:
             payload["webhook_url"] = args.webhook_url
+        if args.execution != "live":
+            payload["execution"] = args.execution
         batch = _call(client, "POST", "/v1/batches", json=payload)
         print(batch["id"])
         if not args.wait:

@@ -20,7 +20,14 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli.top_data import ModelView, TierView, collect, collect_budgets
+from cli.top_data import (
+    ModelView,
+    ProviderBatchView,
+    TierView,
+    collect,
+    collect_budgets,
+    read_provider_batches,
+)
 from cli.top_refusals import Refusals, read_refusals
 from config.errors import BatcheryError
 from config.settings import Settings, get_settings
@@ -97,11 +104,20 @@ def _model_row(model: ModelView) -> list[Text | str]:
     ]
 
 
-def render(views: list[TierView], *, title: str = "batchery top", refusals: Refusals | None = None) -> Table:
-    """One frame: a row per tier, then a row per model of that tier; the API's refusals under it."""
+def render(
+    views: list[TierView],
+    *,
+    title: str = "batchery top",
+    refusals: Refusals | None = None,
+    provider_batches: ProviderBatchView | None = None,
+) -> Table:
+    """One frame: a row per tier, then a row per model of that tier; the API's refusals and the provider
+    Batch API path under it."""
     caption = "RPM, TPM, waits, 429s, errors and failed: last 60 s"
     if refusals is not None:
         caption += "\n" + refusals.caption()
+    if provider_batches is not None:
+        caption += "\n" + provider_batches.caption()
     table = Table(title=title, caption=caption, expand=False)
     table.add_column("tier / model", no_wrap=True)
     for header in COLUMNS:
@@ -177,13 +193,15 @@ class Top:
             views = collect(self.settings.tiers, self.store, self.sessions, self.limiter, time.time)
             refusals = read_refusals(self.store, time.time())
             budgets = render_budgets(collect_budgets(self.sessions))
+            batches = read_provider_batches(self.store, self.sessions)
         except (redis.RedisError, OSError) as exc:
             raise TopError(
                 f"cannot read Redis at {_where(self.settings.redis_url)}: {type(exc).__name__}"
             ) from exc
         except (SQLAlchemyError, Unavailable) as exc:
             raise TopError(f"cannot read the database: {type(exc).__name__}") from exc
-        tiers = render(views, title=f"batchery top  {time.strftime('%H:%M:%S')}", refusals=refusals)
+        title = f"batchery top  {time.strftime('%H:%M:%S')}"
+        tiers = render(views, title=title, refusals=refusals, provider_batches=batches)
         return tiers if budgets is None else Group(tiers, budgets)
 
     def close(self) -> None:

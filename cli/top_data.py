@@ -7,6 +7,7 @@
   failed jobs; and whether the model's limiter bucket is paused after a 429, from the limiter itself;
 - per spend budget (``domain.budgets``): USD and tokens spent and reserved against its limits, in the
   current UTC day and month (``collect_budgets``).
+- the provider Batch API path: provider batches in flight, deferred jobs, and the money it saved.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.tiers import TierConfig
 from domain.budgets.status import PeriodSpend, budget_status
-from domain.metrics.catalog import MetricLabels
+from domain.metrics.catalog import BATCH_SAVINGS, MetricLabels
 from domain.metrics.store import MetricStore
-from domain.metrics.tier_counts import tier_counts
+from domain.metrics.tier_counts import DEFERRED, tier_counts
 from domain.status import JobStatus
 from domain.storage.models import utcnow
 from domain.storage.sessions import session_scope
@@ -158,3 +159,29 @@ def collect_budgets(sessions: sessionmaker[Session]) -> list[PeriodSpend]:
             for status in budget_status(session, now=utcnow(), tenant_id=None)
             for spend in status.periods
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderBatchView:
+    """The provider Batch API path now: batches in flight, deferred jobs, money saved so far."""
+
+    in_flight: int
+    deferred: int
+    saved_usd: float
+
+    def caption(self) -> str:
+        return (
+            f"provider batches in flight: {self.in_flight}, deferred jobs: {self.deferred}, "
+            f"saved by the Batch API: ${self.saved_usd:,.2f}"
+        )
+
+
+def read_provider_batches(store: MetricStore, sessions: sessionmaker[Session]) -> ProviderBatchView:
+    with session_scope(sessions) as session:
+        counts = tier_counts(session)
+    saved = store.counters().get(BATCH_SAVINGS.name, {})
+    return ProviderBatchView(
+        in_flight=counts.provider_batches,
+        deferred=sum(counts.get_count(tier, DEFERRED) for tier in counts),
+        saved_usd=sum(saved.values()),
+    )

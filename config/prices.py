@@ -8,6 +8,9 @@ A prices file is TOML (``config/prices.toml`` documents every field)::
     cached_input = 0.075       # USD per million cached input tokens (default: input)
     output = 0.60              # USD per million output tokens
 
+    batch_discount = 0.5       # the provider's Batch API takes this fraction off (default 0.5: half price)
+    batch_input = 0.075        # or name the batch prices outright (batch_cached_input, batch_output too)
+
     [[models."dall-e-3"]]
     effective = 2023-11-06
     default_quality = "standard"
@@ -37,6 +40,8 @@ from config.tiers import model_family
 
 DEFAULT_PRICES_FILE = Path(__file__).with_name("prices.toml")
 PER_MILLION = Decimal(1_000_000)
+DEFAULT_BATCH_DISCOUNT = Decimal("0.5")
+"""OpenAI's Batch API costs half the live price."""
 ImagePrices = dict[str, dict[str, Decimal]]
 """USD per image, by quality then size."""
 
@@ -53,6 +58,10 @@ class ModelPrice(BaseModel):
     images: ImagePrices = Field(default_factory=dict)
     default_quality: str | None = None
     default_size: str | None = None
+    batch_discount: Decimal = Field(default=DEFAULT_BATCH_DISCOUNT, ge=0, le=1)
+    batch_input: Decimal | None = Field(default=None, ge=0)
+    batch_cached_input: Decimal | None = Field(default=None, ge=0)
+    batch_output: Decimal | None = Field(default=None, ge=0)
 
     @field_validator("images")
     @classmethod
@@ -67,6 +76,20 @@ class ModelPrice(BaseModel):
     def cached_input_price(self) -> Decimal:
         """USD per million cached input tokens (the input price when none is set)."""
         return self.input if self.cached_input is None else self.cached_input
+
+    def batch_price(self) -> ModelPrice:
+        """The prices of a call made through the provider's Batch API: the explicit ``batch_*`` prices,
+        else the live ones less ``batch_discount``."""
+        keep = 1 - self.batch_discount
+        return self.model_copy(
+            update={
+                "input": self.batch_input if self.batch_input is not None else self.input * keep,
+                "cached_input": self.batch_cached_input
+                if self.batch_cached_input is not None
+                else self.cached_input_price * keep,
+                "output": self.batch_output if self.batch_output is not None else self.output * keep,
+            }
+        )
 
     def image_price(self, quality: str | None, size: str | None) -> Decimal | None:
         """USD for one image of ``quality`` and ``size`` (defaults filled in), or None when not listed."""

@@ -16,6 +16,9 @@ and ``OPENAI_API_KEY`` unless the object names it::
   endpoints need one; its ``/openai/v1`` endpoints take none).
 - ``headers``: static extra headers, such as ``OpenAI-Organization``, ``OpenAI-Project`` or a gateway's
   own. Their values are kept as secrets: they never show in a repr, a log line or an error.
+- ``batch_endpoints``: the endpoints the provider's own Batch API (``/v1/files`` + ``/v1/batches``) serves,
+  such as ``["/v1/chat/completions", "/v1/embeddings"]``. Empty (the default for a named provider): it
+  has none, and every job runs live. The built-in ``openai`` provider serves ``OPENAI_BATCH_ENDPOINTS``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ _RESERVED_HEADERS = frozenset(
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+OPENAI_BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
+"""What OpenAI's Batch API serves that batchery sends there (images are not batchable)."""
 
 
 class Provider(BaseModel):
@@ -49,6 +54,7 @@ class Provider(BaseModel):
     auth: AuthStyle = "bearer"
     api_version: str | None = Field(default=None, min_length=1, max_length=64)
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    batch_endpoints: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +99,20 @@ class Provider(BaseModel):
         if key_header is not None and any(name.lower() == key_header for name in self.headers):
             raise ValueError(f"header {key_header!r} is the one auth {self.auth!r} sets from the key")
         return self
+
+    @field_validator("batch_endpoints")
+    @classmethod
+    def _known_batch_endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(OPENAI_BATCH_ENDPOINTS))
+        if unknown:
+            raise ValueError(
+                f"batch_endpoints: {', '.join(unknown)} not one of {', '.join(OPENAI_BATCH_ENDPOINTS)}"
+            )
+        return value
+
+    def serves_batch(self, endpoint: str) -> bool:
+        """Whether the provider's Batch API takes requests for ``endpoint`` (``/v1/chat/completions``)."""
+        return endpoint in self.batch_endpoints
 
     @property
     def needs_key(self) -> bool:

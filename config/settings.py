@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from config import webhook_settings
 from config.errors import ConfigError
 from config.prices import DEFAULT_PRICES_FILE
-from config.providers import Provider, missing_keys
+from config.providers import OPENAI_BATCH_ENDPOINTS, Provider, missing_keys
 from config.tiers import DEFAULT_TIERS_FILE, TierConfig, load_tiers
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -133,6 +133,18 @@ class Settings(BaseSettings):
     dispatch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     shutdown_grace_seconds: float = Field(default=60.0, ge=0)
     db_retry_seconds: float = Field(default=120.0, ge=0)
+    # The provider's Batch API (README: "Provider Batch API"). Deferred jobs wait in groups (provider,
+    # endpoint, model); a group is sent once it holds flush_size jobs or its oldest waited flush_age
+    # seconds, at most max_lines lines and max_bytes bytes per file. Provider batches are polled every
+    # poll_seconds, backing off to poll_max_seconds. A job falls back to a live call only when at least
+    # live_margin_seconds remain before its deadline.
+    provider_batch_flush_size: int = Field(default=1000, ge=1, le=50_000)
+    provider_batch_flush_age_seconds: float = Field(default=60.0, ge=0)
+    provider_batch_max_lines: int = Field(default=50_000, ge=1, le=50_000)
+    provider_batch_max_bytes: int = Field(default=190 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    provider_batch_poll_seconds: float = Field(default=10.0, gt=0)
+    provider_batch_poll_max_seconds: float = Field(default=300.0, gt=0)
+    provider_batch_live_margin_seconds: float = Field(default=600.0, ge=0)
 
     # Webhooks (docs/webhooks.md). Secrets are whsec_<base64>; every one configured signs each attempt.
     webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -251,7 +263,11 @@ class Settings(BaseSettings):
     @cached_property
     def providers(self) -> dict[str, Provider]:
         """Named providers; ``openai`` is built from OPENAI_BASE_URL and OPENAI_API_KEY unless overridden."""
-        default = Provider(base_url=self.openai_base_url, api_key=self.openai_api_key)
+        default = Provider(
+            base_url=self.openai_base_url,
+            api_key=self.openai_api_key,
+            batch_endpoints=OPENAI_BATCH_ENDPOINTS,
+        )
         return {"openai": default, **self.providers_json}
 
     @cached_property

@@ -29,6 +29,7 @@ WEBHOOK_QUEUE = "batchery.webhooks"
 INGEST_BATCH_TASK = "batchery.ingest_batch"
 FINALIZE_BATCH_TASK = "batchery.finalize_batch"
 BATCH_TICK_TASK = "batchery.batch_tick"
+PROVIDER_BATCH_TICK_TASK = "batchery.provider_batch_tick"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -70,11 +71,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             INGEST_BATCH_TASK: {"queue": CONTROL_QUEUE},
             FINALIZE_BATCH_TASK: {"queue": CONTROL_QUEUE},
             BATCH_TICK_TASK: {"queue": CONTROL_QUEUE},
+            PROVIDER_BATCH_TICK_TASK: {"queue": CONTROL_QUEUE},
         },
         "beat_schedule": {
             "sweep": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
             "webhooks": {"task": WEBHOOK_SWEEP_TASK, "schedule": settings.webhook_poll_interval_seconds},
             "batches": {"task": BATCH_TICK_TASK, "schedule": settings.sweep_interval_seconds},
+            "provider_batches": {
+                "task": PROVIDER_BATCH_TICK_TASK,
+                "schedule": settings.provider_batch_poll_seconds,
+            },
         },
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,

@@ -31,6 +31,7 @@ from workers.completion_notice import CompletionNotice
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
 from workers.heartbeat import Heartbeat
 from workers.limiter import RedisLimiter
+from workers.provider_batch_tasks import ProviderBatchWorker, register_provider_batch_tasks
 from workers.run_metrics import JobMetrics
 from workers.runner import JobRunner
 from workers.shutdown import ShutdownGate
@@ -41,8 +42,8 @@ from workers.webhook_tasks import WebhookWorker, register_webhook_tasks
 
 log = logging.getLogger(__name__)
 
-SETTLE_CHUNK = 200
-SETTLE_ROUNDS = 20
+BUDGET_SETTLE_CHUNK = 200
+BUDGET_SETTLE_ROUNDS = 20
 
 
 def default_pool_size(concurrency: int) -> int:
@@ -62,6 +63,7 @@ class WorkerState:
 
     webhooks: WebhookWorker
     batches: BatchWorker
+    provider_batches: ProviderBatchWorker
 
     def __init__(self, settings: Settings, app: Celery, concurrency: int) -> None:
         self.settings = settings
@@ -167,6 +169,15 @@ def register_tasks(
         nudge_dispatcher=state.pump.nudge,
         keeper=state.keeper,
     )
+    state.provider_batches = register_provider_batch_tasks(
+        app,
+        settings,
+        lambda: state.runner().sessions,
+        send_webhook=state.send_webhook,
+        batches=lambda: state.batches,
+        nudge_dispatcher=state.pump.nudge,
+        keeper=state.keeper,
+    )
 
     @app.task(  # type: ignore[untyped-decorator]
         name=RUN_JOB_TASK,
@@ -200,12 +211,12 @@ def register_tasks(
         rounds = state.dispatcher().run_once()
         prices, settled = load_prices(settings.prices_file), 0
         # in short transactions (the counters they update are the ones submissions reserve on), until
-        # the finished holders are all settled, up to SETTLE_ROUNDS x SETTLE_CHUNK a sweep (400/s at 10 s)
-        for _ in range(SETTLE_ROUNDS):
+        # every finished holder is settled: up to 20 x 200 a sweep (400/s at the default 10 s)
+        for _ in range(BUDGET_SETTLE_ROUNDS):
             with session_scope(state.runner().sessions) as session:
-                done = settle_finished(session, prices, now=utcnow(), limit=SETTLE_CHUNK)
+                done = settle_finished(session, prices, now=utcnow(), limit=BUDGET_SETTLE_CHUNK)
             settled += done
-            if done < SETTLE_CHUNK:
+            if done < BUDGET_SETTLE_CHUNK:
                 break
         answer: dict[str, Any] = {
             r.tier: {"requeued": r.requeued, "resent": r.resent, "sent": r.dispatched} for r in rounds

@@ -18,6 +18,7 @@ from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from config.settings import Settings
 from domain.jobs import attempts, cancellation, repository
+from domain.jobs.execution import ExecutionPath
 from domain.jobs.schemas import ErrorBody, JobCreate, JobList, JobOut
 from domain.jobs.submission import Submission, WebhookCheck, WindowRooms
 from domain.metrics.job_counters import JobCounters
@@ -83,7 +84,8 @@ def _submit(
     new = submission.prepare(body, idempotency_key=idempotency_key)
     tier = settings.tiers.tiers[new.tier]
     fingerprint = repository.request_hash(body.model_dump(mode="json")) if idempotency_key else None
-    fast = rooms.take(session, settings, tier) > 0  # decided before the INSERT: no UPDATE after it
+    # decided before the INSERT: no UPDATE after it; a deferred job waits for its provider batch
+    fast = new.execution_path is ExecutionPath.live and rooms.take(session, settings, tier) > 0
     job, created = repository.create_job(
         session, new, request_fingerprint=fingerprint, dispatched_at=utcnow() if fast else None
     )

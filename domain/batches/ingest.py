@@ -30,6 +30,7 @@ from domain.batches import repository as batch_repository
 from domain.batches.schemas import Endpoint, job_kind_for
 from domain.errors import InvalidRequest, NotFound, TooManyRequests
 from domain.ids import new_ids
+from domain.jobs.execution import ExecutionMode, ExecutionPath, batch_endpoint, path_columns
 from domain.jobs.input_limits import InputLimits, check_request
 from domain.jobs.json_safety import check_json, printable, text_problem
 from domain.jobs.schemas import validate_body, with_model
@@ -234,7 +235,7 @@ def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime)
         models.add(checked.model)
         pending.append(checked)
         if len(pending) >= INSERT_CHUNK:
-            _insert_jobs(session, batch, pending, now)
+            _insert_jobs(session, batch, pending, now, settings)
             pending.clear()
     if outcome.total == 0 and not outcome.errors:
         outcome.errors.append(LineError("empty_file", "The batch input file is empty.", None, None))
@@ -242,7 +243,7 @@ def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime)
         session.rollback()
         return _fail(session, batch, outcome.errors, now)
     if pending:
-        _insert_jobs(session, batch, pending, now)
+        _insert_jobs(session, batch, pending, now, settings)
     try:
         ensure_queue_room(session, tenant_id=batch.tenant_id, limit=settings.max_queued_jobs_per_tenant)
     except TooManyRequests as exc:
@@ -255,11 +256,31 @@ def ingest(session: Session, batch: Batch, settings: Settings, *, now: datetime)
     return outcome
 
 
-def _insert_jobs(session: Session, batch: Batch, lines: list[RequestLine], now: datetime) -> None:
-    """One Core executemany (pipelined by psycopg): about twice as fast as the ORM's bulk insert."""
+def _insert_jobs(
+    session: Session, batch: Batch, lines: list[RequestLine], now: datetime, settings: Settings
+) -> None:
+    """One Core executemany (pipelined by psycopg): about twice as fast as the ORM's bulk insert. Each
+    row has the same keys: the columns of its execution path (``domain.jobs.execution``) on top."""
     ids = new_ids("job", len(lines))
-    rows = [_job_row(batch, line, job_id, now) for line, job_id in zip(lines, ids, strict=True)]
+    rows = []
+    for line, job_id in zip(lines, ids, strict=True):
+        row = _job_row(batch, line, job_id, now)
+        path = _line_path(batch, line, settings)
+        rows.append({**row, **_DEFERRED_KEYS, **path_columns(path, batch.expires_at)})
     session.execute(insert(cast(Table, Job.__table__)), rows)
+
+
+_DEFERRED_KEYS = {"lease_owner": None, "lease_expires_at": None, "dispatched_at": None}
+
+
+def _line_path(batch: Batch, line: RequestLine, settings: Settings) -> ExecutionPath:
+    """The batch's mode for one line: a line whose provider has no Batch API for it runs live."""
+    mode = ExecutionMode(batch.execution or ExecutionMode.live.value)
+    if mode is ExecutionMode.live:
+        return ExecutionPath.live
+    provider = settings.providers[settings.tiers.tiers[line.tier].provider]
+    serves = provider.serves_batch(batch_endpoint(line.kind.value))
+    return ExecutionPath.provider_batch if serves else ExecutionPath.live
 
 
 def _job_row(batch: Batch, line: RequestLine, job_id: str, now: datetime) -> dict[str, Any]:

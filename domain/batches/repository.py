@@ -86,6 +86,7 @@ def create(session: Session, body: BatchCreate, *, tenant_id: str, now: datetime
         meta=body.metadata,
         webhook_url=body.webhook_url,
         output_expires_seconds=expires,
+        execution=body.execution.value,
         request_total=0,
         request_completed=0,
         request_failed=0,

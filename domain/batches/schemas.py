@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from domain.jobs.execution import ExecutionMode
 from domain.jobs.schemas import MAX_URL_LENGTH, validate_metadata
 from domain.status import JobKind
 
@@ -106,6 +107,9 @@ class BatchCreate(BaseModel):
     metadata: dict[str, str] | None = None
     output_expires_after: ExpiresAfter | None = None
     webhook_url: Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)] | None = None
+    execution: ExecutionMode = ExecutionMode.live
+    """batchery's own field (``extra_body``): ``auto`` or ``provider_batch`` sends the lines the tier's
+    provider can take to its Batch API, at its batch price (``domain.jobs.execution``)."""
 
     @field_validator("metadata")
     @classmethod
@@ -185,6 +189,7 @@ class BatchOut(BaseModel):
     usage: BatchUsage
     metadata: dict[str, str] | None
     webhook_url: str | None = None
+    execution: ExecutionMode = ExecutionMode.live
 
 
 class BatchList(BaseModel):

@@ -16,6 +16,7 @@ from domain.batches.schemas import (
     RequestCounts,
     unix,
 )
+from domain.jobs.execution import ExecutionMode
 from domain.storage.models import Batch
 
 
@@ -55,6 +56,7 @@ def batch_out(batch: Batch, live: Tally | None = None) -> BatchOut:
         usage=usage,
         metadata=batch.meta,
         webhook_url=batch.webhook_url,
+        execution=ExecutionMode(batch.execution or ExecutionMode.live.value),
     )
 
 

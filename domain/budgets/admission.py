@@ -32,7 +32,7 @@ from domain.budgets.periods import Period, period_reset, period_start
 from domain.budgets.pricing import Charge, to_nano, usd_text
 from domain.errors import InvalidRequest, TooManyRequests
 from domain.storage.dialect import dialect_of
-from domain.storage.models import SpendCounter, SpendReservation
+from domain.storage.spend_models import SpendCounter, SpendReservation
 
 
 class BudgetExceeded(TooManyRequests):

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from domain.budgets.pricing import NANO, to_nano
 from domain.errors import InvalidRequest, NotFound
-from domain.storage.models import ApiKey, SpendBudget, utcnow
+from domain.storage.models import ApiKey, utcnow
+from domain.storage.spend_models import SpendBudget
 
 TENANT_BUDGET = ""
 """The ``key_id`` of a budget that covers the whole tenant."""

@@ -26,7 +26,8 @@ from domain.budgets.limits import TENANT_BUDGET
 from domain.budgets.periods import Period
 from domain.budgets.pricing import real_usd_nano, to_nano
 from domain.status import JobStatus
-from domain.storage.models import Batch, Job, SpendCounter, SpendReservation
+from domain.storage.models import PROVIDER_BATCH_PATH, Batch, Job
+from domain.storage.spend_models import SpendCounter, SpendReservation
 from domain.tokens.costs import UsageAmounts
 from domain.tokens.usage_report import GroupBy, as_utc, usage_report
 
@@ -84,7 +85,10 @@ def _job_cost(job: Job, prices: PriceTable) -> tuple[int, int]:
         images=job.images,
     )
     request: dict[str, Any] = job.request if isinstance(job.request, dict) else {}
-    return real_usd_nano(prices.price_on(job.model, day), amounts, request), job.total_tokens
+    price = prices.price_on(job.model, day)
+    if price is not None and job.execution_path == PROVIDER_BATCH_PATH:
+        price = price.batch_price()  # run through the provider's Batch API: its price, as /v1/usage has it
+    return real_usd_nano(price, amounts, request), job.total_tokens
 
 
 def _batch_cost(session: Session, reservation: SpendReservation, prices: PriceTable) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from domain.budgets.limits import BudgetLimits, limits_of, list_budgets
 from domain.budgets.periods import Period, period_reset, period_start
 from domain.budgets.pricing import NANO
-from domain.storage.models import SpendCounter
+from domain.storage.spend_models import SpendCounter
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from domain.errors import Conflict, IdempotencyKeyReused, NotFound
 from domain.ids import job_id
 from domain.jobs import attempts as attempt_log
 from domain.jobs.attempts import AttemptRecord
+from domain.jobs.execution import ExecutionPath, path_columns
 from domain.jobs.statements import CLAIM, COMPLETE, COMPLETE_AND_LOG
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES
@@ -48,6 +49,8 @@ class NewJob:
     webhook_url: str | None = None
     tenant_id: str = field(kw_only=True)
     idempotency_key: str | None = None
+    execution_path: ExecutionPath = ExecutionPath.live
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ def create_job(
         dispatched_at=dispatched_at,
         created_at=utcnow(),
     )
+    for column, value in path_columns(new.execution_path, new.deadline_at).items():
+        setattr(job, column, value)
     session.add(job)
     try:
         session.flush()

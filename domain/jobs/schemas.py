@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from domain.errors import InvalidRequest
+from domain.jobs.execution import ExecutionMode, ExecutionPath, window_seconds
 from domain.jobs.json_safety import text_problem
 from domain.jobs.streaming import refuse_streaming
 from domain.status import JobKind, JobStatus
@@ -173,11 +174,26 @@ class JobCreate(BaseModel):
     webhook_url: Annotated[str, StringConstraints(max_length=MAX_URL_LENGTH)] | None = None
     metadata: dict[str, str] | None = None
     priority: int = Field(default=0, ge=-100, le=100)
+    execution: ExecutionMode = Field(
+        default=ExecutionMode.live,
+        description="live (now), provider_batch (the provider's Batch API, at its batch price) or auto",
+    )
+    completion_window: str | None = Field(
+        default=None,
+        description="how long the job may take, such as '24h' or '7d' (default: 24h when deferred)",
+    )
 
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return validate_metadata(value)
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            window_seconds(value)
+        return value
 
 
 class JobError(BaseModel):
@@ -237,6 +253,14 @@ class JobOut(BaseModel):
         description="'aggregated' when the request asked for a stream: the upstream was called streamed "
         "(with include_usage) and the result is the stream aggregated into the non-streamed object",
     )
+    execution_path: ExecutionPath = Field(
+        default=ExecutionPath.live,
+        description="what ran (or runs) the job: a live call, or a line of a provider batch",
+    )
+    provider_batch_id: str | None = Field(
+        default=None, description="the provider batch that held the job, when one did"
+    )
+    deadline_at: datetime | None = Field(default=None, description="the end of its completion window")
     attempts_log: list[AttemptOut] | None = Field(
         default=None, description="each upstream attempt, first to last; only in GET /v1/jobs/{id}"
     )

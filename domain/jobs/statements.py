@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, case, or_, select, update
 
+from domain.jobs.execution import ExecutionPath
 from domain.leases import lease
 from domain.leases.tables import JOB_LEASES
 from domain.status import JobStatus
@@ -44,6 +45,7 @@ CLAIM = (
         ),
         started_at=bindparam("claim_now"),
         updated_at=bindparam("claim_now"),
+        execution_path=ExecutionPath.live.value,  # a job that fell back from a provider batch runs live
     )
     .returning(
         _JOBS.c.attempts,

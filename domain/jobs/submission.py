@@ -36,11 +36,13 @@ from config.settings import Settings
 from config.tiers import Tier
 from domain.errors import ServiceError, UnknownModel
 from domain.jobs import dispatch_repository
+from domain.jobs.execution import ExecutionMode, batch_endpoint, choose_path, deadline_for, window_seconds
 from domain.jobs.input_limits import InputLimits, check_job
 from domain.jobs.json_safety import check_json, printable
 from domain.jobs.repository import NewJob
 from domain.jobs.schemas import JobCreate, validate_body, with_model
 from domain.jobs.token_bounds import check_context_window, check_output_tokens, stored_estimate
+from domain.storage.models import utcnow
 from domain.tenancy.fair_share import window_size
 from domain.tokens.estimates import estimate_cost
 
@@ -82,6 +84,11 @@ class Submission:
         check_output_tokens(request, model, limits)
         check_context_window(body.kind.value, request, model, limits)
         cost = estimate_cost(body.kind.value, request, default_max_tokens=self.settings.default_max_tokens)
+        window = window_seconds(body.completion_window) if body.completion_window else None
+        provider = self.settings.providers[tier.provider]
+        path = choose_path(
+            body.execution, window=window, provider_serves=provider.serves_batch(batch_endpoint(body.kind))
+        )
         return NewJob(
             kind=body.kind.value,
             model=model,
@@ -93,6 +100,8 @@ class Submission:
             webhook_url=body.webhook_url,
             tenant_id=self.tenant_id,
             idempotency_key=idempotency_key,
+            execution_path=path,
+            deadline_at=deadline_for(utcnow(), path, window),
         )
 
     def prepare_item(self, index: int, raw: Any) -> NewJob | ItemError:
@@ -108,6 +117,9 @@ class Submission:
             param = f"{prefix}.{where}" if where else prefix
             message = printable(f"{param}: {first.get('msg', 'invalid')}")
             return ItemError(index, "invalid_request", message, param)
+        if body.execution is not ExecutionMode.live:
+            message = f"{prefix}.execution: bulk jobs run live; send deferred jobs one by one or as a batch"
+            return ItemError(index, "execution_unsupported", message, f"{prefix}.execution")
         try:
             return self.prepare(body)
         except ServiceError as exc:

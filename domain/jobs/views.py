@@ -3,6 +3,7 @@ webhook events carry it, so both live in the domain."""
 
 from __future__ import annotations
 
+from domain.jobs.execution import ExecutionPath
 from domain.jobs.schemas import JobError, JobOut, JobUsage
 from domain.jobs.streaming import stream_mode
 from domain.status import JobKind, JobStatus
@@ -50,4 +51,7 @@ def job_out(job: Job) -> JobOut:
         batch_id=job.batch_id,
         custom_id=job.custom_id,
         stream=stream_mode(job.kind, job.request),
+        execution_path=ExecutionPath(job.execution_path or ExecutionPath.live.value),
+        provider_batch_id=job.provider_batch_id,
+        deadline_at=job.deadline_at,
     )

@@ -110,7 +110,12 @@ LIMITER_WAIT = Family(
 QUEUE_DEPTH = Family(
     "batchery_queue_depth", "Messages waiting in the tier's broker queue.", "gauge", ("tier",)
 )
-JOBS_IN_FLIGHT = Family("batchery_jobs_in_flight", "Jobs running now (holding a lease).", "gauge", ("tier",))
+JOBS_IN_FLIGHT = Family(
+    "batchery_jobs_in_flight",
+    "Jobs running now (holding a lease; deferred jobs are batchery_deferred_jobs).",
+    "gauge",
+    ("tier",),
+)
 REQUESTS_REFUSED = Family(
     "batchery_requests_refused",
     "Requests the API refused at once with 503 overloaded, by lane: write or read (api.admission).",
@@ -122,6 +127,33 @@ REFUSALS_WINDOW_TIER = "api"
 ``batchery top`` can show the last minute's."""
 BACKLOG_JOBS = Family(
     "batchery_backlog_jobs", "Jobs queued in the database (the backlog, sent or not).", "gauge", ("tier",)
+)
+PROVIDER_BATCH_JOBS = Family(
+    "batchery_provider_batch_jobs",
+    "Jobs settled from a provider batch, by what became of them: complete, fail, live (handed back to "
+    "live execution), cancel.",
+    "counter",
+    ("tier", "model", "outcome"),
+)
+PROVIDER_BATCH_OUTCOMES = frozenset({"complete", "fail", "live", "cancel"})
+BATCH_SAVINGS = Family(
+    "batchery_batch_savings_usd",
+    "What the calls run through the provider's Batch API would have cost more live, in US dollars.",
+    "counter",
+    ("tier", "model"),
+    scale=1_000_000_000,
+)
+PROVIDER_BATCHES_IN_FLIGHT = Family(
+    "batchery_provider_batches_in_flight",
+    "Provider batches not yet settled (pending upload, uploaded, or running at the provider).",
+    "gauge",
+    (),
+)
+DEFERRED_JOBS = Family(
+    "batchery_deferred_jobs",
+    "Jobs on the provider batch path: waiting for a provider batch or held by one.",
+    "gauge",
+    ("tier",),
 )
 
 STORED_FAMILIES = (
@@ -137,6 +169,8 @@ STORED_FAMILIES = (
     UPSTREAM_LATENCY,
     LIMITER_WAIT,
     REQUESTS_REFUSED,
+    PROVIDER_BATCH_JOBS,
+    BATCH_SAVINGS,
 )
 BUDGET_LABELS = ("tenant", "key", "period")
 """``key`` is ``*`` for the tenant's own budget, else the API key's id; ``period`` is day or month."""
@@ -185,7 +219,14 @@ BUDGET_FAMILIES = (
     BUDGET_SPENT_TOKENS,
     BUDGET_RESERVED_TOKENS,
 )
-SCRAPE_FAMILIES = (QUEUE_DEPTH, JOBS_IN_FLIGHT, BACKLOG_JOBS, *BUDGET_FAMILIES)
+SCRAPE_FAMILIES = (
+    QUEUE_DEPTH,
+    JOBS_IN_FLIGHT,
+    BACKLOG_JOBS,
+    PROVIDER_BATCHES_IN_FLIGHT,
+    DEFERRED_JOBS,
+    *BUDGET_FAMILIES,
+)
 
 
 def bounded(value: str, allowed: frozenset[str]) -> str:

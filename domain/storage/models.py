@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
-    Date,
     DateTime,
     Float,
     Index,
@@ -106,6 +104,11 @@ class Job(Base):
 
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
     custom_id: Mapped[str | None] = mapped_column(String(512), default=None)
+
+    execution_path: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``live`` or ``provider_batch`` (``domain.jobs.execution``); None on jobs older than the column."""
+    provider_batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    deadline_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class WebhookDelivery(Base):
@@ -237,6 +240,7 @@ class Batch(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, default=None)
     webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
     output_expires_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
+    execution: Mapped[str | None] = mapped_column(String(16), default=None)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     in_progress_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -305,64 +309,50 @@ class JobAttempt(Base):
     wait_before_next_seconds: Mapped[float | None] = mapped_column(Float, default=None)
 
 
-class SpendBudget(Base):
-    """A tenant's spending limits (``key_id`` empty), or one of its API keys' (``domain.budgets``).
-    USD amounts are kept in whole nano-dollars (1e-9 USD), exact on every database; NULL is no limit."""
+PROVIDER_BATCH_PATH = "provider_batch"
+"""``jobs.execution_path`` of a job run through the provider's Batch API (``domain.jobs.execution``)."""
 
-    __tablename__ = "spend_budgets"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), primary_key=True, default="")
-    usd_per_day_nano: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    usd_per_month_nano: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    allow_unpriced: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class SpendCounter(Base):
-    """What one budget has spent and holds reserved in one UTC day or month (from ``starts``)."""
-
-    __tablename__ = "spend_counters"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    period: Mapped[str] = mapped_column(String(8), primary_key=True)
-    starts: Mapped[date] = mapped_column(Date, primary_key=True)
-    spent_nano: Mapped[int] = mapped_column(BigInteger, default=0)
-    reserved_nano: Mapped[int] = mapped_column(BigInteger, default=0)
-    spent_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class SpendReservation(Base):
-    """The estimate a job (or a whole batch) holds against its budgets until it is settled to its real
-    cost; ``key_id`` is set when a key's budget was charged too, ``tenant_charged`` when the tenant's was."""
-
-    __tablename__ = "spend_reservations"
-
-    holder_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(8))
-    tenant_id: Mapped[str] = mapped_column(String(64))
-    tenant_charged: Mapped[bool] = mapped_column(Boolean, default=True)
-    key_id: Mapped[str | None] = mapped_column(String(32), default=None)
-    day: Mapped[date] = mapped_column(Date)
-    month: Mapped[date] = mapped_column(Date)
-    reserved_nano: Mapped[int] = mapped_column(BigInteger, default=0)
-    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    spent_nano: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    spent_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    settled_at: Mapped[datetime | None] = mapped_column(default=None)
-
-
-UNSETTLED_PREDICATE = "settled_at IS NULL"
+# Deferred jobs waiting for a provider batch (``domain.provider_batches``), and the jobs each one holds.
+DEFERRED_PREDICATE = "status = 'running' AND execution_path = 'provider_batch' AND provider_batch_id IS NULL"
 Index(
-    "ix_spend_reservations_unsettled",
-    SpendReservation.holder,
-    SpendReservation.holder_id,
-    postgresql_where=text(UNSETTLED_PREDICATE),
-    sqlite_where=text(UNSETTLED_PREDICATE),
+    "ix_jobs_deferred",
+    Job.tier,
+    Job.kind,
+    Job.model,
+    Job.id,
+    postgresql_where=text(DEFERRED_PREDICATE),
+    sqlite_where=text(DEFERRED_PREDICATE),
 )
+Index("ix_jobs_provider_batch", Job.provider_batch_id, Job.status)
+
+
+class ProviderBatch(Base):
+    """One batch on the provider's own Batch API: the jobs it holds (``jobs.provider_batch_id``), the file
+    uploaded for it and where it is. The row is written (``pending``) before anything is uploaded, so a
+    crash at any step is resumed from here (``domain.provider_batches.states``)."""
+
+    __tablename__ = "provider_batches"
+    __table_args__ = (Index("ix_provider_batches_due", "state", "next_poll_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    request_count: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    remote_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    remote_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    output_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    error_file_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    """The lease of the run advancing it (``domain.leases``)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

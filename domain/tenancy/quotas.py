@@ -1,4 +1,6 @@
 """Each tenant may have at most so many queued jobs; over it, new work answers 429 ``tenant_queue_full``.
+Deferred jobs (waiting for, or held by, a provider batch: stored ``running`` on the provider batch
+path) count as queued: they are work waiting, however long.
 
 The count never scans the backlog: it walks the ``(tenant_id, status)`` index and stops one past the
 limit, so its cost is bounded by the limit, not by the size of the table or of the tenant's history.
@@ -45,9 +47,30 @@ def queued_count_query(*, tenant_id: str, cap: int) -> Select[int]:
     return select(func.count()).select_from(window)
 
 
+def deferred_count_query(*, tenant_id: str, cap: int) -> Select[int]:
+    """``SELECT count(*)`` over at most ``cap`` of the tenant's deferred jobs (its running rows, through
+    the same index, then their path)."""
+    window = (
+        select(literal(1))
+        .select_from(Job)
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.status == JobStatus.running.value,
+            Job.execution_path == "provider_batch",
+        )
+        .limit(cap)
+        .subquery()
+    )
+    return select(func.count()).select_from(window)
+
+
 def queued_jobs(session: Session, *, tenant_id: str, cap: int) -> int:
-    """The tenant's queued jobs, counted up to ``cap`` (the answer is ``cap`` when there are more)."""
-    return int(session.scalar(queued_count_query(tenant_id=tenant_id, cap=cap)) or 0)
+    """The tenant's queued and deferred jobs, counted up to ``cap`` (the answer is ``cap`` when there are
+    more)."""
+    queued = int(session.scalar(queued_count_query(tenant_id=tenant_id, cap=cap)) or 0)
+    if queued >= cap:
+        return queued
+    return queued + int(session.scalar(deferred_count_query(tenant_id=tenant_id, cap=cap - queued)) or 0)
 
 
 def ensure_queue_room(session: Session, *, tenant_id: str, limit: int, adding: int = 0) -> None:

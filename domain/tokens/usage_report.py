@@ -6,6 +6,10 @@ and quality. Each of those rows is priced with the entry in effect for its model
 (``config.prices``), so a price change never re-prices older usage, and the priced rows are added up
 per key. The number of rows priced is bounded by keys x models x days, never by the number of jobs.
 
+Jobs run through the provider's Batch API (``execution_path = 'provider_batch'``) are priced at the
+model's batch price (``ModelPrice.batch_price``), and reported apart: ``batch_requests``,
+``batch_cost_usd``, ``live_cost_usd``, and ``savings_usd``, what those batch jobs would have cost live.
+
 A job counts once its upstream call has completed: every succeeded job, and a job cancelled while its
 call was running when that call returned usage (the call happened and is billed). Its time is
 ``finished_at``.
@@ -27,7 +31,7 @@ from sqlalchemy.orm import Session
 from config.prices import PriceTable
 from domain.status import JobStatus
 from domain.storage.dialect import dialect_of
-from domain.storage.models import Job
+from domain.storage.models import PROVIDER_BATCH_PATH, Job
 from domain.tokens.costs import UsageAmounts, usage_cost
 
 __all__ = ["GroupBy", "UsageRow", "usage_report"]
@@ -50,6 +54,13 @@ class UsageRow:
     amounts: UsageAmounts = field(default_factory=UsageAmounts)
     cost_usd: Decimal = Decimal(0)
     unpriced_requests: int = 0
+    batch_requests: int = 0
+    batch_cost_usd: Decimal = Decimal(0)
+    savings_usd: Decimal = Decimal(0)
+
+    @property
+    def live_cost_usd(self) -> Decimal:
+        return self.cost_usd - self.batch_cost_usd
 
 
 def counted_jobs() -> Any:
@@ -92,7 +103,8 @@ def usage_report(
     day = _day_expression(session).label("day")
     size = Job.request["size"].as_string().label("size")
     quality = Job.request["quality"].as_string().label("quality")
-    grouping: list[Any] = [Job.model, day, size, quality]
+    path = func.coalesce(Job.execution_path, "live").label("path")
+    grouping: list[Any] = [Job.model, day, size, quality, path]
     keys = {GroupBy.model: Job.model, GroupBy.tier: Job.tier, GroupBy.tenant: Job.tenant_id}
     if group_by in keys:
         grouping.insert(0, keys[group_by].label("key"))
@@ -130,11 +142,19 @@ def _price(rows: Iterable[Any], prices: PriceTable, group_by: GroupBy) -> list[U
             reasoning_tokens=int(row.reasoning_tokens),
             images=int(row.images),
         )
-        cost = usage_cost(prices.price_on(row.model, on), amounts, quality=row.quality, size=row.size)
+        live_price = prices.price_on(row.model, on)
+        batched = row.path == PROVIDER_BATCH_PATH
+        price = live_price.batch_price() if batched and live_price is not None else live_price
+        cost = usage_cost(price, amounts, quality=row.quality, size=row.size)
         entry = report[name]
         entry.key = name
         entry.amounts = entry.amounts + amounts
         entry.cost_usd += cost.usd
+        if batched:
+            entry.batch_requests += amounts.requests
+            entry.batch_cost_usd += cost.usd
+            live = usage_cost(live_price, amounts, quality=row.quality, size=row.size)
+            entry.savings_usd += live.usd - cost.usd
         if not cost.priced:
             entry.unpriced_requests += amounts.requests
     return [report[name] for name in sorted(report)]

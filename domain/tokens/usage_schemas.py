@@ -25,6 +25,10 @@ class UsageFigures(BaseModel):
     images: int
     cost_usd: float = Field(description="at the price in effect on the day each job finished")
     unpriced_requests: int = Field(description="requests the price table has no price for (cost 0)")
+    batch_requests: int = Field(default=0, description="requests run through the provider's Batch API")
+    batch_cost_usd: float = Field(default=0.0, description="their cost, at the batch price")
+    live_cost_usd: float = Field(default=0.0, description="the cost of the requests run live")
+    savings_usd: float = Field(default=0.0, description="what the batch requests would have cost more live")
 
 
 class UsageGroup(UsageFigures):
@@ -41,6 +45,10 @@ class UsageReport(BaseModel):
     total: UsageFigures
 
 
+def _usd(amount: Decimal) -> float:
+    return float(amount.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN))
+
+
 def _figures(row: UsageRow) -> dict[str, int | float]:
     amounts = row.amounts
     return {
@@ -52,6 +60,10 @@ def _figures(row: UsageRow) -> dict[str, int | float]:
         "images": amounts.images,
         "cost_usd": float(row.cost_usd.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN)),
         "unpriced_requests": row.unpriced_requests,
+        "batch_requests": row.batch_requests,
+        "batch_cost_usd": _usd(row.batch_cost_usd),
+        "live_cost_usd": _usd(row.live_cost_usd),
+        "savings_usd": _usd(row.savings_usd),
     }
 
 
@@ -68,6 +80,9 @@ def usage_out(
         total.amounts = total.amounts + row.amounts
         total.cost_usd += row.cost_usd
         total.unpriced_requests += row.unpriced_requests
+        total.batch_requests += row.batch_requests
+        total.batch_cost_usd += row.batch_cost_usd
+        total.savings_usd += row.savings_usd
     return UsageReport(
         group_by=group_by,
         start=start,

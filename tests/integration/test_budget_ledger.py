@@ -23,8 +23,9 @@ from domain.budgets.settlement import settle_finished
 from domain.budgets.status import budget_status
 from domain.errors import NotFound
 from domain.ids import job_id
-from domain.storage.models import Job, SpendCounter, SpendReservation
+from domain.storage.models import Job
 from domain.storage.sessions import session_scope
+from domain.storage.spend_models import SpendCounter, SpendReservation
 from domain.tenancy import api_keys
 
 pytestmark = pytest.mark.integration

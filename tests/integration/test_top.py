@@ -14,7 +14,10 @@ import redis
 
 from config.tiers import load_tiers
 from domain.jobs import repository
+from domain.jobs.execution import ExecutionPath
+from domain.metrics.catalog import BATCH_SAVINGS
 from domain.metrics.store import MetricBatch, MetricStore
+from domain.storage.models import utcnow
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from testbed.processes import ROOT, base_env, batchery
 from tests.factories import new_job
@@ -69,11 +72,14 @@ def test_top_once_shows_every_tier_with_its_figures(
     with session_scope(make_session_factory(engine)) as session:
         job, _ = repository.create_job(session, new_job(tier=chat))
         repository.claim(session, job.id, owner="test", lease_seconds=60)
+        deferred = new_job(tier=chat, execution_path=ExecutionPath.provider_batch, deadline_at=utcnow())
+        repository.create_job(session, deferred)
     engine.dispose()
     batch = MetricBatch()
     for name, amount in (("requests", 30), ("tokens", 2500), ("429", 2), ("errors", 1), ("waits", 4)):
         batch.add_window(chat, "gpt-4o-mini", name, amount)
     batch.add_window(chat, "gpt-4o-mini", "wait_us", 4 * 250_000)
+    batch.count(BATCH_SAVINGS, (chat, "gpt-4o-mini"), 12.5)
     MetricStore(client, prefix).write(batch, now=time.time())
     limits = load_tiers(tiers_file).tiers[images].models["dall-e-3"]
     RedisLimiter(client, prefix=prefix).pause(Budget.for_model(images, "dall-e-3", limits, 1.0), 60.0)
@@ -98,3 +104,5 @@ def test_top_once_shows_every_tier_with_its_figures(
     assert (wait, rate_limited, errors, failed) == ("250", "2", "1", "0")
     assert rows[embed][:3] == ["0", "0", "0"]
     assert any(name.startswith("dall-e-3 paused") for name in rows), done.stdout
+    caption = "provider batches in flight: 0, deferred jobs: 1, saved by the Batch API: $12.50"
+    assert caption in done.stdout

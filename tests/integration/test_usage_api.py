@@ -46,6 +46,7 @@ output = 8.00
 [[models."text-embedding-3-small"]]
 effective = 2025-01-01
 input = 0.02
+batch_input = 0.015
 
 [[models."dall-e-3"]]
 effective = 2025-01-01
@@ -117,6 +118,7 @@ def _job(
     reasoning: int = 0,
     images: int = 0,
     request: dict[str, Any] | None = None,
+    path: str | None = None,
 ) -> Job:
     return Job(
         id=job_id(),
@@ -135,6 +137,7 @@ def _job(
         attempts=1,
         created_at=finished or datetime(2025, 1, 1, tzinfo=UTC),
         finished_at=finished,
+        execution_path=path,
     )
 
 
@@ -353,3 +356,53 @@ def test_bad_parameters_answer_422_naming_them(api: Api, params: dict[str, str],
 def test_usage_needs_an_api_key_with_read_scope(api: Api) -> None:
     assert api.client.get("/v1/usage").status_code == 401
     assert api.usage(api.key(_tenant(), ("jobs:write",))).status_code == 403
+
+
+def test_provider_batch_jobs_cost_the_batch_price_and_are_reported_apart(api: Api) -> None:
+    tenant = _tenant()
+    api.add_jobs(
+        [
+            # live: (1000 * 0.15 + 500 * 0.60) / 1e6 = 0.00045
+            row(
+                tenant=tenant, model="gpt-4o-mini", finished=_at(1), prompt=1000, completion=500, path="live"
+            ),
+            # the same through the provider's Batch API, half price: 0.000225 (saves 0.000225)
+            row(
+                tenant=tenant,
+                model="gpt-4o-mini",
+                finished=_at(1),
+                prompt=1000,
+                completion=500,
+                path="provider_batch",
+            ),
+            # an explicit batch price: 100_000 * 0.015 / 1e6 = 0.0015 (live 0.002, saves 0.0005)
+            row(
+                tenant=tenant,
+                model="text-embedding-3-small",
+                tier="embeddings",
+                kind="embedding",
+                finished=_at(1),
+                prompt=100_000,
+                path="provider_batch",
+            ),
+        ]
+    )
+    body = api.usage(api.key(tenant), group_by="model").json()
+    by_model = {item["key"]: item for item in body["data"]}
+
+    def usd(value: float) -> Decimal:
+        return Decimal(str(value))
+
+    mini = by_model["gpt-4o-mini"]
+    assert (mini["requests"], mini["batch_requests"]) == (2, 1)
+    assert usd(mini["cost_usd"]) == Decimal("0.000675")
+    assert usd(mini["batch_cost_usd"]) == Decimal("0.000225") and usd(mini["live_cost_usd"]) == Decimal(
+        "0.00045"
+    )
+    assert usd(mini["savings_usd"]) == Decimal("0.000225")
+    embedding = by_model["text-embedding-3-small"]
+    assert usd(embedding["batch_cost_usd"]) == Decimal("0.0015") and usd(embedding["savings_usd"]) == Decimal(
+        "0.0005"
+    )
+    total = body["total"]
+    assert total["batch_requests"] == 2 and usd(total["savings_usd"]) == Decimal("0.000725")

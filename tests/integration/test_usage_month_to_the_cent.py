@@ -27,8 +27,9 @@ from domain.budgets.limits import BudgetLimits, set_budget
 from domain.budgets.pricing import Charge
 from domain.budgets.settlement import settle_finished
 from domain.ids import job_id, new_id
-from domain.storage.models import Batch, Job, SpendReservation
+from domain.storage.models import Batch, Job
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.storage.spend_models import SpendReservation
 from tests.support.keys import bearer, create_key
 
 pytestmark = pytest.mark.integration

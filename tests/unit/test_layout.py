@@ -42,6 +42,7 @@ FLOORS = {
     "jobs": 3,
     "webhooks": 4,
     "batches": 5,
+    "provider_batches": 6,
 }
 CLIENT_LIBRARIES = {"celery", "kombu", "redis", "sqlalchemy", "psycopg", "httpx", "fastapi"}
 MAX_MODULE_LINES = 400
