@@ -175,6 +175,36 @@ def test_settlement_moves_the_estimate_to_the_real_cost_and_a_failed_job_release
     assert day.spent_usd == Decimal("0.00045") and day.limit_usd == Decimal(5)
 
 
+def test_a_job_run_through_the_providers_batch_api_settles_at_the_batch_price(
+    sessions: sessionmaker[Session],
+) -> None:
+    tenant = _tenant()
+    with session_scope(sessions) as session:
+        set_budget(session, BudgetLimits(usd_per_day=Decimal(5)), tenant_id=tenant)
+    with session_scope(sessions) as session:
+        live, batched = _job(session, tenant), _job(session, tenant)
+        for holder in (live, batched):
+            _reserve(session, tenant, holder, 1_000_000, tokens=2000)
+    with session_scope(sessions) as session:
+        for holder, path in ((live, "live"), (batched, "provider_batch")):
+            row = session.get_one(Job, holder)
+            row.status, row.execution_path, row.finished_at = "succeeded", path, NOW
+            row.prompt_tokens, row.completion_tokens, row.total_tokens = 1000, 500, 1500
+    with session_scope(sessions) as session:
+        settle_finished(session, PRICES, now=NOW, limit=100_000)
+    with session_scope(sessions) as session:
+        spent = dict(
+            session.execute(
+                select(SpendReservation.holder_id, SpendReservation.spent_nano).where(
+                    SpendReservation.tenant_id == tenant
+                )
+            ).all()
+        )
+    # live: 1000 x 0.15 + 500 x 0.60 per million = $0.00045; the Batch API's default price is half
+    assert spent == {live: 450_000, batched: 225_000}
+    assert _counter(sessions, tenant, "day").spent_nano == 675_000
+
+
 def test_a_key_budget_applies_on_top_of_the_tenant_budget(sessions: sessionmaker[Session]) -> None:
     tenant = _tenant()
     with session_scope(sessions) as session:
