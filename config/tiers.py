@@ -75,6 +75,9 @@ class ModelLimits(BaseModel):
     budget: str | None = None
     context_window: int | None = Field(default=None, ge=1, le=100_000_000)
     max_output_tokens: int | None = Field(default=None, ge=1, le=HARD_MAX_OUTPUT_TOKENS)
+    batch_queue_tokens: int | None = Field(default=None, ge=1)
+    """The provider's Batch API queue limit for this model (its "enqueued tokens"): the most tokens
+    batchery keeps in provider batches of the model at once; None is no limit of batchery's own."""
 
     @property
     def output_token_limit(self) -> int:

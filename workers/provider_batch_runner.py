@@ -115,9 +115,13 @@ class ProviderBatchRunner:
             ]
         for group in groups:
             left = group.count
+            limits = self.settings.tiers.limits_for(group.key.model)
+            queue_tokens = limits.batch_queue_tokens if limits is not None else None
             while left > 0:
                 with session_scope(self.sessions) as session:
-                    made = repository.open_intent(session, group.key, self.rule, now=now)
+                    made = repository.open_intent(
+                        session, group.key, self.rule, now=now, queue_tokens=queue_tokens
+                    )
                 if made is None:
                     break
                 opened.append(made[0])

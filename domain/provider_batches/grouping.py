@@ -4,6 +4,12 @@ Deferred jobs are grouped by the provider of their tier, their Batch API endpoin
 provider batch serves one endpoint and one model. A group is flushed once it holds ``flush_size`` jobs
 or its oldest job has waited ``flush_age`` seconds. One provider batch takes at most ``max_lines`` jobs
 and ``max_bytes`` of JSONL (the provider's file limits); a bigger group is sent as several.
+
+The provider's Batch API also limits the tokens a model may have queued at once (its "enqueued
+tokens", ``batch_queue_tokens`` in ``tiers.toml``): a provider batch takes only the jobs whose estimated
+tokens fit in what the model's open provider batches leave of it, and the rest wait for room, as
+the live limiter makes calls wait. With nothing queued, one job bigger than the limit still goes
+alone (the provider then refuses it, and it falls back to live): it would never fit otherwise.
 """
 
 from __future__ import annotations
@@ -60,6 +66,19 @@ class FlushRule:
         return (
             group.count >= self.flush_size or (now - group.oldest).total_seconds() >= self.flush_age_seconds
         )
+
+    @staticmethod
+    def take_tokens(tokens: list[int], room: int | None, *, nothing_queued: bool) -> int:
+        """How many of the jobs, of ``tokens`` estimated tokens each, fit in ``room`` enqueued tokens
+        (None: no limit); with nothing queued, at least one."""
+        if room is None:
+            return len(tokens)
+        total = 0
+        for index, count in enumerate(tokens):
+            total += count
+            if total > room:
+                return 1 if index == 0 and nothing_queued else index
+        return len(tokens)
 
     def take(self, sizes: list[int]) -> int:
         """How many of the lines, of ``sizes`` bytes each (newline included), one provider batch takes:

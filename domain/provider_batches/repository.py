@@ -27,7 +27,7 @@ from domain.provider_batches.lines import input_line
 from domain.provider_batches.states import OPEN_STATES, ProviderBatchState, file_name
 from domain.status import JobStatus
 from domain.storage.dialect import dialect_of
-from domain.storage.models import DEFERRED_PREDICATE, Job, ProviderBatch
+from domain.storage.models import DEFERRED_PREDICATE, PROVIDER_BATCH_PATH, Job, ProviderBatch
 
 DEFERRED = text(DEFERRED_PREDICATE)
 HELD_FOR = timedelta(seconds=PROVIDER_BATCH_WINDOW_SECONDS + 3600)
@@ -57,16 +57,39 @@ def waiting_groups(session: Session, settings: Settings) -> list[WaitingGroup]:
     return groups
 
 
-def open_intent(session: Session, key: GroupKey, rule: FlushRule, *, now: datetime) -> tuple[str, int] | None:
+def enqueued_tokens(session: Session, model: str) -> int:
+    """The estimated tokens of ``model``'s jobs held by open provider batches (the provider's queue)."""
+    query = select(func.coalesce(func.sum(Job.estimated_tokens), 0)).where(
+        Job.model == model,
+        Job.provider_batch_id.is_not(None),
+        Job.status == "running",
+        Job.execution_path == PROVIDER_BATCH_PATH,
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def open_intent(
+    session: Session,
+    key: GroupKey,
+    rule: FlushRule,
+    *,
+    now: datetime,
+    queue_tokens: int | None = None,
+) -> tuple[str, int] | None:
     """Write a provider batch's row and take up to one file's worth of the group's waiting jobs into it,
-    in the caller's transaction. Returns its id and how many jobs it took, or None when none was left."""
+    in the caller's transaction, within the model's ``queue_tokens`` (the provider's enqueued-token
+    limit, None for none). Returns its id and how many jobs it took, or None when none was taken."""
     query = (
-        select(Job.id, Job.request)
+        select(Job.id, Job.request, Job.estimated_tokens)
         .where(DEFERRED, Job.tier == key.tier, Job.kind == key.kind, Job.model == key.model)
         .order_by(Job.id)
         .limit(rule.max_lines)
     )
-    rows = list(session.execute(dialect_of(session).lock_skipping(query)))
+    found = list(session.execute(dialect_of(session).lock_skipping(query)))
+    queued = enqueued_tokens(session, key.model) if queue_tokens is not None else 0
+    room = None if queue_tokens is None else max(0, queue_tokens - queued)
+    found = found[: rule.take_tokens([row[2] for row in found], room, nothing_queued=queued == 0)]
+    rows = [(job_id, request) for job_id, request, _ in found]
     sizes = [len(input_line(job_id, key.endpoint, request)) for job_id, request in rows]
     rows = rows[: rule.take(sizes)]
     if not rows:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings, load_settings
+from config.tiers import DEFAULT_TIERS_FILE
 from domain.jobs import repository as jobs
 from domain.jobs.execution import DEFERRED_OWNER, ExecutionPath
 from domain.provider_batches import repository
@@ -327,6 +329,30 @@ def test_a_big_group_is_split_at_the_line_limit(
     with session_scope(sessions) as session:
         holders = session.scalars(select(Job.provider_batch_id).where(Job.id.in_(ids))).all()
     assert sorted(holders.count(holder) for holder in set(holders)) == [1, 2, 2]
+
+
+def test_a_models_enqueued_token_limit_holds_jobs_back_until_its_provider_batches_end(
+    sessions: Sessions, database_url: str, redis_url: str, tenant: str, tmp_path: Path
+) -> None:
+    tiers = DEFAULT_TIERS_FILE.read_text().replace(
+        '[tiers.standard.models."gpt-4o-mini"]\n',
+        '[tiers.standard.models."gpt-4o-mini"]\nbatch_queue_tokens = 100\n',
+    )
+    (tmp_path / "tiers.toml").write_text(tiers)
+    rig = _rig(sessions, _settings(database_url, redis_url, tiers_file=tmp_path / "tiers.toml"), tenant)
+    ids = rig.defer(5)  # 40 estimated tokens each: two fit in 100
+    (first,) = rig.runner.tick().opened
+    assert rig.row(first).request_count == 2
+    rig.clock.later(120)
+    assert rig.runner.flush() == []  # the queue is full: the other three wait
+    (remote_id,) = rig.api.batches
+    rig.api.finish(remote_id)
+    rig.tick_later()  # the first provider batch ends and frees its tokens
+    assert [rig.row(opened).request_count for opened in rig.tick_later().opened] == [2]  # the next two go
+    with session_scope(sessions) as session:
+        held = session.scalars(select(Job.provider_batch_id).where(Job.id.in_(ids))).all()
+    assert sum(1 for holder in held if holder is not None) == 4
+    assert len(set(held) - {None}) == 2
 
 
 def test_a_batch_the_provider_refuses_hands_its_jobs_to_live_execution(rig: Rig) -> None:

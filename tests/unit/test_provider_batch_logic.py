@@ -270,3 +270,11 @@ def test_a_settlements_metrics_count_fates_batch_cost_and_savings() -> None:
     assert stored(catalog.JOBS_FINISHED, "standard", "chat", "gpt-4o-mini", "succeeded") == 1
     assert stored(catalog.COST, "standard", "gpt-4o-mini") == pytest.approx(0.075)
     assert stored(catalog.BATCH_SAVINGS, "standard", "gpt-4o-mini") == pytest.approx(0.075)
+
+
+def test_the_enqueued_token_room_caps_a_provider_batch() -> None:
+    assert FlushRule.take_tokens([40, 40, 40], None, nothing_queued=True) == 3
+    assert FlushRule.take_tokens([40, 40, 40], 100, nothing_queued=True) == 2
+    assert FlushRule.take_tokens([40, 40, 40], 30, nothing_queued=False) == 0  # wait for room
+    assert FlushRule.take_tokens([500, 40], 100, nothing_queued=True) == 1  # alone, or never
+    assert FlushRule.take_tokens([500, 40], 100, nothing_queued=False) == 0
