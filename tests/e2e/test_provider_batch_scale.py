@@ -1,8 +1,9 @@
 """2,000 lines through the provider's Batch API with a worker killed on the way: two workers, beat and
-the simulator playing OpenAI's Batch API, some lines failing with 5xx at the provider. The killed
-worker's provider batch is resumed by the other once its lease passes; the failed lines run live;
-every line ends exactly once, and the simulator ran each line once in a batch (no second provider
-batch) and only the failed ones live."""
+the simulator playing OpenAI's Batch API, in two provider batches of 1,000 lines, the first of which
+expires at the provider with half its lines unanswered, and some lines failing with 5xx at the
+provider. The killed worker's provider batch is resumed by the other once its lease passes; the
+expired batch's unanswered lines and the failed lines run live; every line ends exactly once, and the
+simulator ran each line at most once in a batch (no second provider batch for the same lines)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
         "BATCHERY_SWEEP_INTERVAL_SECONDS": "1",
         "BATCHERY_LEASE_SECONDS": "6",
         "BATCHERY_HEARTBEAT_SECONDS": "2",
+        "BATCHERY_PROVIDER_BATCH_MAX_LINES": str(LINES // 2),
     }
     sim_args = ("--no-limits", "--batch-processing-seconds", "6", "--batch-error-rate", "0.02")
     with running_stack(
@@ -52,6 +54,8 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
             tenant = f"pbscale-{uuid.uuid4().hex[:8]}"
             key = create_key(postgres_url, tenant)
             client = OpenAI(base_url=stack.api_url + "/v1", api_key=key, max_retries=0)
+            with stack.sim() as sim:  # the first provider batch expires with half its lines answered
+                assert sim.post("/_control", json={"expire_next_batches": 1}).status_code == 200
             lines = [request_line(f"l{i}", chat_request(prompt=f"line {i}")) for i in range(LINES)]
             uploaded = client.files.create(file=("input.jsonl", jsonl(lines)), purpose="batch")
             batch = client.batches.create(
@@ -87,7 +91,9 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
             counted = Counter(line["custom_id"] for line in outputs)
             assert len(counted) == LINES and set(counted.values()) == {1}
             assert {line["response"]["status_code"] for line in outputs} == {200}
-            assert stats["batch_lines"] == LINES  # one provider batch: no line sent twice
+            assert stats["batch"]["batches"].get("expired") == 1, stats["batch"]
+            assert stats["batch"]["not_run"] == LINES // 4  # half of the expired batch's 1,000 lines
+            assert stats["batch_lines"] == LINES - LINES // 4  # no line sent to the provider twice
             failed_in_batch = stats["batch"]["failed"]
             assert 0 < failed_in_batch < LINES // 10
             usage = httpx.get(
@@ -96,8 +102,13 @@ def test_two_thousand_lines_survive_a_worker_kill_and_end_once(
                 headers={"authorization": f"Bearer {key}"},
                 timeout=30,
             ).json()["total"]
-            # each line the provider failed ran live once, the others were billed at the batch price
-            assert (usage["requests"], usage["batch_requests"]) == (LINES, LINES - failed_in_batch)
+            # each line the provider failed or never ran ran live once, the others at the batch price
+            assert usage["requests"] == LINES
+            assert (
+                usage["batch_requests"]
+                == stats["batch"]["succeeded"]
+                == stats["batch_lines"] - failed_in_batch
+            )
             client.close()
         finally:
             beat.stop()
