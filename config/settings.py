@@ -134,11 +134,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=60.0, ge=0)
     db_retry_seconds: float = Field(default=120.0, ge=0)
     # The provider's Batch API (README: "Provider Batch API"). Deferred jobs wait in groups (provider,
-    # endpoint, model); a group is sent once it holds flush_size jobs or its oldest waited flush_age
-    # seconds, at most max_lines lines and max_bytes bytes per file. Provider batches are polled every
-    # poll_seconds, backing off to poll_max_seconds. A job falls back to a live call only when at least
-    # live_margin_seconds remain before its deadline.
+    # endpoint, model); a group is sent once it holds flush_size jobs or flush_bytes bytes of requests,
+    # or its oldest waited flush_age seconds, at most max_lines lines and max_bytes bytes per file.
+    # Provider batches are polled every poll_seconds, backing off to poll_max_seconds. A job falls back
+    # to a live call only when at least live_margin_seconds remain before its deadline.
     provider_batch_flush_size: int = Field(default=1000, ge=1, le=50_000)
+    provider_batch_flush_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
     provider_batch_flush_age_seconds: float = Field(default=60.0, ge=0)
     provider_batch_max_lines: int = Field(default=50_000, ge=1, le=50_000)
     provider_batch_max_bytes: int = Field(default=190 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)

@@ -2,8 +2,9 @@
 
 Deferred jobs are grouped by the provider of their tier, their Batch API endpoint and their model: one
 provider batch serves one endpoint and one model. A group is flushed once it holds ``flush_size`` jobs
-or its oldest job has waited ``flush_age`` seconds. One provider batch takes at most ``max_lines`` jobs
-and ``max_bytes`` of JSONL (the provider's file limits); a bigger group is sent as several.
+or ``flush_bytes`` bytes of requests (a few large vision requests fill a file long before a thousand
+small ones do), or its oldest job has waited ``flush_age`` seconds. One provider batch takes at most
+``max_lines`` jobs and ``max_bytes`` of JSONL (the provider's file limits); a bigger group is sent as several.
 
 The provider's Batch API also limits the tokens a model may have queued at once (its "enqueued
 tokens", ``batch_queue_tokens`` in ``tiers.toml``): a provider batch takes only the jobs whose estimated
@@ -39,6 +40,8 @@ class WaitingGroup:
     key: GroupKey
     count: int
     oldest: datetime
+    bytes: int = 0
+    """The size of the waiting requests' bodies (their lines in the file are a little longer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class FlushRule:
 
     flush_size: int = 1000
     flush_age_seconds: float = 60.0
+    flush_bytes: int = 64 * 1024 * 1024
     max_lines: int = 50_000
     max_bytes: int = 190 * 1024 * 1024
 
@@ -55,16 +59,19 @@ class FlushRule:
         return cls(
             flush_size=settings.provider_batch_flush_size,
             flush_age_seconds=settings.provider_batch_flush_age_seconds,
+            flush_bytes=settings.provider_batch_flush_bytes,
             max_lines=settings.provider_batch_max_lines,
             max_bytes=settings.provider_batch_max_bytes,
         )
 
     def is_due(self, group: WaitingGroup, now: datetime) -> bool:
-        """Whether the group is sent now: full enough, or waited long enough."""
+        """Whether the group is sent now: full enough (in jobs or in bytes), or waited long enough."""
         if group.count <= 0:
             return False
         return (
-            group.count >= self.flush_size or (now - group.oldest).total_seconds() >= self.flush_age_seconds
+            group.count >= self.flush_size
+            or group.bytes >= self.flush_bytes
+            or (now - group.oldest).total_seconds() >= self.flush_age_seconds
         )
 
     @staticmethod

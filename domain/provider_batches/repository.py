@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Text, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -42,18 +42,21 @@ def holder_token(provider_batch_id: str) -> str:
 
 
 def waiting_groups(session: Session, settings: Settings) -> list[WaitingGroup]:
-    """Every group of deferred jobs not yet in a provider batch, with its size and oldest job."""
+    """Every group of deferred jobs not yet in a provider batch, with its size (in jobs and in bytes of
+    requests) and its oldest job. The waiting jobs are few (the flush thresholds send them on), so
+    reading their requests' lengths costs little."""
+    size = func.sum(func.length(cast(Job.request, Text)))
     query = (
-        select(Job.tier, Job.kind, Job.model, func.count(), func.min(Job.created_at))
+        select(Job.tier, Job.kind, Job.model, func.count(), func.min(Job.created_at), size)
         .where(DEFERRED)
         .group_by(Job.tier, Job.kind, Job.model)
     )
     groups = []
-    for tier, kind, model, count, oldest in session.execute(query):
+    for tier, kind, model, count, oldest, total in session.execute(query):
         known = settings.tiers.tiers.get(tier)
         provider = known.provider if known is not None else "openai"
         key = GroupKey(provider, batch_endpoint(kind), model, tier, kind)
-        groups.append(WaitingGroup(key, int(count), oldest))
+        groups.append(WaitingGroup(key, int(count), oldest, int(total or 0)))
     return groups
 
 

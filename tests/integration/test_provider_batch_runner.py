@@ -24,7 +24,7 @@ from domain.provider_batches import repository
 from domain.provider_batches.states import ProviderBatchState
 from domain.storage.models import Job, ProviderBatch, utcnow
 from domain.storage.sessions import session_scope
-from tests.factories import new_job
+from tests.factories import chat_request, new_job
 from tests.support.batches import database_url, retire_tenant, sessions
 from tests.support.fake_batch_api import FakeBatchApi, chat_completion
 from workers.provider_batch_runner import Notifier, ProviderBatchRunner
@@ -353,6 +353,29 @@ def test_a_models_enqueued_token_limit_holds_jobs_back_until_its_provider_batche
         held = session.scalars(select(Job.provider_batch_id).where(Job.id.in_(ids))).all()
     assert sum(1 for holder in held if holder is not None) == 4
     assert len(set(held) - {None}) == 2
+
+
+def test_a_group_whose_requests_fill_the_byte_threshold_is_sent_before_its_age(
+    sessions: Sessions, database_url: str, redis_url: str, tenant: str
+) -> None:
+    settings = _settings(
+        database_url, redis_url, provider_batch_flush_age_seconds=3600, provider_batch_flush_bytes=1024
+    )
+    rig = _rig(sessions, settings, tenant)
+    rig.defer(1)
+    assert rig.runner.tick().opened == []  # one small request: neither full nor old
+    with session_scope(sessions) as session:
+        for _ in range(3):
+            new = new_job(
+                tenant_id=tenant,
+                execution_path=ExecutionPath.provider_batch,
+                deadline_at=utcnow() + timedelta(hours=48),
+                request=chat_request(prompt="x" * 500),
+            )
+            jobs.create_job(session, new)
+        [group] = repository.waiting_groups(session, settings)
+    assert group.count == 4 and group.bytes > 1500
+    assert len(rig.runner.tick().opened) == 1
 
 
 def test_a_batch_the_provider_refuses_hands_its_jobs_to_live_execution(rig: Rig) -> None:

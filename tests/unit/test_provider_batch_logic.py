@@ -106,6 +106,12 @@ def test_a_group_is_flushed_when_full_or_old(count: int, age: float, due: bool) 
     assert FlushRule(flush_size=1000, flush_age_seconds=60).is_due(group, NOW) is due
 
 
+def test_a_group_is_flushed_when_its_requests_fill_the_byte_threshold() -> None:
+    rule = FlushRule(flush_size=1000, flush_age_seconds=60, flush_bytes=10_000)
+    assert rule.is_due(WaitingGroup(KEY, 3, NOW, bytes=12_000), NOW)
+    assert not rule.is_due(WaitingGroup(KEY, 3, NOW, bytes=9_000), NOW)
+
+
 def test_one_provider_batch_takes_what_fits_in_its_line_and_byte_limits() -> None:
     rule = FlushRule(max_lines=3, max_bytes=100)
     assert rule.take([10, 10, 10, 10]) == 3
