@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,16 +43,27 @@ NEVER_SHED = ("/healthz", "/readyz", "/metrics")
 RELEASE_KEY = "batchery.release_admission"
 """Where a request's scope holds the call that gives its slot back: the drop-in OpenAI endpoints call
 it once their job is stored, so the calls they then wait on (thousands per process) hold no slot."""
-WAITING_PER_SLOT = 4
-"""Waiters per slot: with a process serving about 300 submissions a second and 8 slots, 32 waiters are
-about 100 ms of work, the default wait; more could not be served within it."""
+WAITING_PER_SLOT = 8
+"""Waiters per slot at most: the room a burst (a client's forty calls at once) waits in."""
+MAX_QUEUE_DELAY = 0.1
+"""Seconds of work the waiters may hold, at the rate the lane serves when it is full: beyond it a new
+request is refused at once, so under sustained overload an accepted request waits about this long,
+not as long as a full waiting room takes to drain."""
+RATE_WINDOW = 0.5
+"""Seconds over which the lane measures its service rate, counted only while requests wait (its
+capacity, not the offered load)."""
 
 
 @dataclass(slots=True)
 class Lane:
     """One kind of request: how many are in flight now, at most ``limit``; up to ``WAITING_PER_SLOT``
-    times ``limit`` more may wait ``max_wait`` seconds for a slot (a pause of the process, such as a slow
-    commit, then refuses nobody), and a slot freed goes straight to the oldest waiter."""
+    times ``limit`` more may wait ``max_wait`` seconds for a slot (a burst, or a pause of the process
+    such as a slow commit, then refuses nobody), and a slot freed goes straight to the oldest waiter.
+
+    Once the lane has measured how fast it serves while full, a request that would wait behind more
+    than ``MAX_QUEUE_DELAY`` seconds of that work is refused at once: a burst into an idle lane waits
+    (nothing is measured yet, or the queue is short), a sustained overload is refused early and what
+    is accepted keeps a short wait."""
 
     name: str
     limit: int
@@ -58,6 +71,11 @@ class Lane:
     in_flight: int = 0
     refused: int = 0
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    rate: float = 0.0
+    """Requests a second the lane served while requests waited (0 until measured)."""
+    clock: Callable[[], float] = time.monotonic
+    _window_start: float = 0.0
+    _window_served: int = 0
 
     async def enter(self) -> bool:
         """Take a slot (True), or give up at once or after ``max_wait`` (False)."""
@@ -66,6 +84,8 @@ class Lane:
             return True
         if self.max_wait <= 0 or len(self.waiters) >= WAITING_PER_SLOT * self.limit:
             return False
+        if self.rate > 0 and len(self.waiters) + 1 > self.rate * MAX_QUEUE_DELAY:
+            return False  # the waiters already hold more work than an accepted request should wait for
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         try:
@@ -82,12 +102,27 @@ class Lane:
         return True  # the slot was handed over: in_flight already counts it
 
     def leave(self) -> None:
+        if self.waiters:
+            self._served_while_full()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
         self.in_flight -= 1
+
+    def _served_while_full(self) -> None:
+        """Count one request served while others waited; every ``RATE_WINDOW`` fold the count into
+        ``rate`` (a moving average, so one slow window does not shut the lane)."""
+        now = self.clock()
+        if self._window_served == 0 or now - self._window_start > 4 * RATE_WINDOW:
+            self._window_start, self._window_served = now, 0  # a new run of fullness starts here
+        self._window_served += 1
+        elapsed = now - self._window_start
+        if elapsed >= RATE_WINDOW:
+            measured = self._window_served / elapsed
+            self.rate = measured if self.rate == 0 else 0.5 * self.rate + 0.5 * measured
+            self._window_start, self._window_served = now, 0
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):

@@ -159,12 +159,12 @@ class Settings(BaseSettings):
     # Admission (api.admission): requests in flight per API process, by lane; the excess is refused at
     # once with 503 overloaded and Retry-After. Reads and writes have separate limits, so a polling
     # storm cannot take the submissions' slots. Health probes and /metrics are never refused.
-    api_max_inflight_writes: int = Field(default=32, ge=1, le=10_000)
+    api_max_inflight_writes: int = Field(default=8, ge=1, le=10_000)
     api_max_inflight_reads: int = Field(default=64, ge=1, le=10_000)
     api_retry_after_seconds: int = Field(default=1, ge=1, le=3600)
     # A request that finds its lane full may wait this long for a slot, so a burst (a client's 40 calls
-    # at once) or a pause of the process refuses nobody; 0 refuses at once. At most four times the
-    # limit wait: under sustained overload that queue, full, refuses at once and bounds the wait.
+    # at once) or a pause of the process refuses nobody; 0 refuses at once. At most eight times the
+    # limit wait, and once the lane knows its rate, no more than 0.1 s of its work (api.admission).
     api_admission_wait_ms: int = Field(default=1000, ge=0, le=10_000)
     # Drop-in OpenAI endpoints (README: "Drop-in OpenAI endpoints"): how long a call waits for its job
     # before answering 202 with the job (``x-batchery-timeout`` overrides it, up to the maximum), how

@@ -51,3 +51,36 @@ def test_no_wait_refuses_at_once() -> None:
         return await lane.enter()
 
     assert asyncio.run(scenario()) is False
+
+
+def test_once_its_rate_is_measured_a_request_behind_too_much_work_is_refused_at_once() -> None:
+    """A burst into an unmeasured lane waits in the whole room; once the lane has served about 52
+    requests a second while full, at most 5 may wait (0.1 s of that work), and the rest are refused."""
+
+    async def scenario() -> tuple[float, bool, bool]:
+        now = [0.0]
+        lane = Lane("write", limit=10, max_wait=5.0, clock=lambda: now[0])
+        for _ in range(10):
+            assert await lane.enter()
+        burst = [asyncio.create_task(lane.enter()) for _ in range(4 * 10)]
+        await asyncio.sleep(0)
+        assert len(lane.waiters) == 40  # nothing measured yet: the burst waits
+        for _ in range(30):  # one served every 20 ms while others wait
+            now[0] += 0.02
+            lane.leave()
+        await asyncio.sleep(0)
+        refused = not await lane.enter()  # 10 waiting: 0.19 s of work
+        for task in burst[30:36]:
+            task.cancel()
+        await asyncio.gather(*burst[30:36], return_exceptions=True)
+        assert len(lane.waiters) == 4
+        late = asyncio.create_task(lane.enter())  # 4 waiting: it may wait
+        await asyncio.sleep(0)
+        waits = not late.done()
+        for task in [*burst, late]:
+            task.cancel()
+        return lane.rate, refused, waits
+
+    rate, refused, waits = asyncio.run(scenario())
+    assert rate == pytest.approx(52, rel=0.05)
+    assert refused and waits
