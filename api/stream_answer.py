@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from domain.jobs.stream_aggregate import error_event
 from domain.storage.redis_keys import RedisKeys
 
 BLOCK_MS = 1000
@@ -118,15 +119,9 @@ class RelayedStream:
         return head + b"data: " + data + b"\n\n"
 
     def _timeout_event(self) -> bytes:
-        detail = {
-            "message": "the upstream's stream stalled; the job goes on and its result is kept",
-            "type": "server_error",
-            "param": None,
-            "code": "stream_stalled",
-        }
-        if self.kind == "response":
-            return b"event: error\ndata: " + json.dumps({"type": "error", **detail}).encode() + b"\n\n"
-        return b"data: " + json.dumps({"error": detail}).encode() + b"\n\n"
+        message = "the upstream's stream stalled; the job goes on and its result is kept"
+        name, data = error_event(self.kind, message, "stream_stalled")
+        return (f"event: {name}\n" if name else "").encode() + b"data: " + data.encode() + b"\n\n"
 
 
 def _usage_only(data: bytes) -> bool:

@@ -20,18 +20,15 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from domain.batches.schemas import TERMINAL as BATCH_TERMINAL
+from domain.batches.schemas import BatchStatus
 from domain.leases.keeper import LeaseKeeper
 from domain.leases.tables import PROVIDER_BATCH_LEASES
 from domain.provider_batches import repository
 from domain.provider_batches.grouping import FlushRule
 from domain.provider_batches.lines import ReadLines, input_line, read_lines
 from domain.provider_batches.settle import Settlement, end_waiting_cancels, settle_jobs
-from domain.provider_batches.states import (
-    METADATA_KEY,
-    REMOTE_TERMINAL,
-    ProviderBatchState,
-    RemoteStatus,
-)
+from domain.provider_batches.states import METADATA_KEY, ProviderBatchState
 from domain.storage.models import ProviderBatch, utcnow
 from domain.storage.sessions import session_scope
 from domain.tokens.usage_report import as_utc
@@ -41,10 +38,10 @@ from workers.upstream import UpstreamError
 log = logging.getLogger(__name__)
 
 MISSING_CODES = {
-    RemoteStatus.expired: "batch_expired",
-    RemoteStatus.failed: "batch_failed",
-    RemoteStatus.cancelled: "batch_cancelled",
-    RemoteStatus.completed: "batch_failed",
+    BatchStatus.expired: "batch_expired",
+    BatchStatus.failed: "batch_failed",
+    BatchStatus.cancelled: "batch_cancelled",
+    BatchStatus.completed: "batch_failed",
 }
 """Why a job has no line in a provider batch that ended with this status."""
 SETTLE_CHUNK = 1000
@@ -222,7 +219,7 @@ class ProviderBatchRunner:
                 row.id,
                 ProviderBatchState.submitted,
                 remote_id=str(remote["id"]),
-                remote_status=str(remote.get("status") or RemoteStatus.validating.value),
+                remote_status=str(remote.get("status") or BatchStatus.validating.value),
                 submitted_at=self.clock(),
                 polls=0,
             )
@@ -232,10 +229,10 @@ class ProviderBatchRunner:
         assert row.remote_id is not None
         remote = api.get_batch(row.remote_id)
         status = _remote_status(remote.get("status"))
-        if status not in REMOTE_TERMINAL:
-            if status is not RemoteStatus.cancelling and self._should_cancel(row.id):
+        if status not in BATCH_TERMINAL:
+            if status is not BatchStatus.cancelling and self._should_cancel(row.id):
                 remote = api.cancel_batch(row.remote_id)
-                status = RemoteStatus(str(remote.get("status") or status.value))
+                status = BatchStatus(str(remote.get("status") or status.value))
             with session_scope(self.sessions) as session:
                 repository.advance(
                     session,
@@ -344,12 +341,12 @@ def _refused(error: UpstreamError) -> bool:
     return status is not None and 400 <= status < 500 and status not in (408, 409, 429)
 
 
-def _remote_status(value: object) -> RemoteStatus:
+def _remote_status(value: object) -> BatchStatus:
     """The provider's status; one batchery does not know is taken as still running."""
     try:
-        return RemoteStatus(str(value))
+        return BatchStatus(str(value))
     except ValueError:
-        return RemoteStatus.in_progress
+        return BatchStatus.in_progress
 
 
 def _errors_of(remote: dict[str, object]) -> str | None:

@@ -18,7 +18,7 @@ import httpx
 from httpx_sse import EventSource, SSEError
 
 from config.providers import Provider
-from domain.jobs.stream_aggregate import StreamFailed, StreamIncomplete, stream_aggregate
+from domain.jobs.stream_aggregate import StreamFailed, StreamIncomplete, error_event, stream_aggregate
 from workers.stream_relay import JobRelay
 from workers.upstream import (
     UpstreamConnectionError,
@@ -126,9 +126,5 @@ def _end_with_error(relay: JobRelay | None, error: UpstreamError, kind: str) -> 
     if relay is None or relay.sent == 0:
         return
     if not isinstance(error, UpstreamStreamError):  # the upstream's own error event was relayed already
-        detail = {"message": str(error), "type": "server_error", "param": None, "code": error.error_type}
-        if kind == "response":
-            relay.event("error", json.dumps({"type": "error", **detail}, separators=(",", ":")))
-        else:
-            relay.event(None, json.dumps({"error": detail}, separators=(",", ":")))
+        relay.event(*error_event(kind, str(error), error.error_type))
     relay.end()

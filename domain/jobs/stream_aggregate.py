@@ -13,6 +13,7 @@ chunk, no completed event) raises ``StreamIncomplete``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,15 @@ class ResponseStream:
         if self.final is None:
             raise StreamIncomplete("the stream ended without its response.completed event")
         return self.final
+
+
+def error_event(kind: str, message: str, code: str) -> tuple[str | None, str]:
+    """A server error as the event that ends a stream of ``kind``, as OpenAI ends one: ``(event name,
+    data)``, chat's ``{"error": {...}}`` data with no name, or Responses' ``error`` event."""
+    detail = {"message": message, "type": "server_error", "param": None, "code": code}
+    if kind == "response":
+        return "error", json.dumps({"type": "error", **detail}, separators=(",", ":"))
+    return None, json.dumps({"error": detail}, separators=(",", ":"))
 
 
 def stream_aggregate(kind: str) -> ChatStream | ResponseStream:

@@ -31,22 +31,6 @@ class ProviderBatchState(StrEnum):
     done = "done"
 
 
-class RemoteStatus(StrEnum):
-    """The provider's status of a batch (OpenAI's values)."""
-
-    validating = "validating"
-    failed = "failed"
-    in_progress = "in_progress"
-    finalizing = "finalizing"
-    completed = "completed"
-    expired = "expired"
-    cancelling = "cancelling"
-    cancelled = "cancelled"
-
-
-REMOTE_TERMINAL = frozenset(
-    {RemoteStatus.failed, RemoteStatus.completed, RemoteStatus.expired, RemoteStatus.cancelled}
-)
 OPEN_STATES = (ProviderBatchState.pending, ProviderBatchState.uploaded, ProviderBatchState.submitted)
 METADATA_KEY = "batchery_provider_batch"
 """The metadata key of a provider batch that names batchery's row."""
