@@ -38,7 +38,7 @@ def add_api_parser(sub: Any) -> None:
     parser = sub.add_parser("api", help="run the HTTP API (uvicorn)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=_port, default=8000)
-    parser.add_argument("--workers", type=_positive, default=1, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=_positive, default=1, help="serving processes (own socket each)")
     parser.set_defaults(handler=run_api)
 
 
@@ -46,28 +46,27 @@ API_SHUTDOWN_GRACE_SECONDS = 30
 
 
 def run_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    import logging.config
 
+    from cli.api_processes import ServeOptions, serve
     from config.prices import load_prices
     from infra.log_format import uvicorn_log_config
 
     settings = get_settings()  # fail fast, naming the variable, before uvicorn starts
     settings.check_provider_keys()
     load_prices(settings.prices_file)
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
+    log_config = uvicorn_log_config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
+    options = ServeOptions(
         host=args.host,
         port=args.port,
-        workers=args.workers,
-        log_level=get_settings().log_level.lower(),
-        log_config=uvicorn_log_config(settings.log_format, settings.log_level),
-        access_log=False,
+        log_level=settings.log_level.lower(),
+        log_config=log_config,
         # calls waiting on their jobs (drop-in endpoints) would hold a restart for up to their timeout;
         # past this, they are cut off and their jobs complete anyway (README, Drop-in OpenAI endpoints)
-        timeout_graceful_shutdown=API_SHUTDOWN_GRACE_SECONDS,
+        graceful_shutdown_seconds=API_SHUTDOWN_GRACE_SECONDS,
     )
-    return 0
+    return serve(options, args.workers)
 
 
 def add_worker_parser(sub: Any) -> None:
