@@ -46,10 +46,10 @@ from domain.jobs.streaming import client_wants_usage, stream_mode
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Job
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503)
 }
-router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
 _TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 _WRITE = [require_scope("jobs:write")]
