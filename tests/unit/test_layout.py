@@ -111,6 +111,13 @@ def test_every_domain_package_is_in_the_plan_and_says_what_it_may_import() -> No
         assert doc and "May import" in doc, f"domain/{package.name}/__init__.py lacks its plan"
 
 
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_every_top_level_package_says_what_lives_there_and_what_it_may_import(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+    assert doc, f"{package}/__init__.py has no docstring"
+    assert "May import" in doc, f"{package}/__init__.py lacks its plan"
+
+
 @pytest.mark.parametrize("package", PRODUCT)
 def test_modules_stay_small(package: str) -> None:
     large = {
