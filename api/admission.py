@@ -55,7 +55,7 @@ capacity, not the offered load)."""
 
 
 @dataclass(slots=True)
-class Lane:
+class AdmissionLane:
     """One kind of request: how many are in flight now, at most ``limit``; up to ``WAITING_PER_SLOT``
     times ``limit`` more may wait ``max_wait`` seconds for a slot (a burst, or a pause of the process
     such as a slow commit, then refuses nobody), and a slot freed goes straight to the oldest waiter.
@@ -146,8 +146,8 @@ class AdmissionMiddleware:
         retry_after_seconds: int = 1,
     ) -> None:
         self.app = app
-        self.writes = Lane("write", max_writes, max_wait_seconds)
-        self.reads = Lane("read", max_reads, max_wait_seconds)
+        self.writes = AdmissionLane("write", max_writes, max_wait_seconds)
+        self.reads = AdmissionLane("read", max_reads, max_wait_seconds)
         self.retry_after = str(retry_after_seconds).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,7 +174,7 @@ class AdmissionMiddleware:
         finally:
             release()
 
-    async def _refuse(self, send: Send, lane: Lane) -> None:
+    async def _refuse(self, send: Send, lane: AdmissionLane) -> None:
         body = json.dumps(
             {
                 "error": {

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from domain.status import JobStatus
+from domain.status import FINISHED_JOB_STATUSES
 from domain.storage.models import Job
 from domain.storage.redis_keys import RedisKeys
 
@@ -30,7 +30,6 @@ EndedJobs = Callable[[list[str]], Awaitable[set[str]]]
 """``ended(ids)``: which of ``ids`` are in a terminal status (read from the database)."""
 
 _POLL_CHUNK = 500
-_TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 
 
 def database_poll(sessions: sessionmaker[Session]) -> EndedJobs:
@@ -38,7 +37,9 @@ def database_poll(sessions: sessionmaker[Session]) -> EndedJobs:
 
     def ended_now(ids: list[str]) -> set[str]:
         with sessions() as session:
-            return set(session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(_TERMINAL))))
+            return set(
+                session.scalars(select(Job.id).where(Job.id.in_(ids), Job.status.in_(FINISHED_JOB_STATUSES)))
+            )
 
     async def ended(ids: list[str]) -> set[str]:
         return await run_in_threadpool(ended_now, ids)

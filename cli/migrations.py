@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from alembic import command
-
-ROOT = Path(__file__).resolve().parent.parent
+from cli.commands import ROOT
 
 
 def alembic_config(database_url: str) -> Config:

@@ -1,4 +1,4 @@
 """Configuration only: settings, tiers and prices. The layer every other package builds on.
 
-It imports nothing of batchery's and no broker, database or HTTP client.
+May import: nothing of batchery's, and no broker, database or HTTP client.
 """

@@ -276,10 +276,6 @@ class Settings(BaseSettings):
         return load_tiers(self.tiers_file)
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def has_provider_key(self) -> bool:
         return bool(self.openai_api_key.get_secret_value())
 

@@ -1,4 +1,5 @@
-"""Object ids: a prefix, then a part that sorts by creation time and is random after that.
+"""Object ids: a prefix, then a part that sorts by creation time and is random after that; and the
+shape of a tenant's name, which every id-bearing row carries.
 
 Within one process, ids made in the same millisecond still sort in creation order: the random part
 of the previous id is incremented (the monotonic rule of ULIDs).
@@ -8,8 +9,12 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 import time
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A tenant's name: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit."""
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _RANDOM_BITS = 80

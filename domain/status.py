@@ -30,6 +30,14 @@ class JobStatus(StrEnum):
     """Cancelled by the caller before it could finish."""
 
 
+FINISHED_JOB_STATUSES: tuple[str, ...] = (
+    JobStatus.succeeded.value,
+    JobStatus.failed.value,
+    JobStatus.cancelled.value,
+)
+"""The terminal statuses, as stored: nothing leaves them."""
+
+
 class JobKind(StrEnum):
     """What a job asks the upstream for; decides the upstream path."""
 

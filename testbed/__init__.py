@@ -3,4 +3,6 @@ processes (stopped with their children), private Redis servers on free ports, fr
 databases and private Redis logical databases.
 
 Used by ``tests`` and ``bench``; imports nothing from either. A missing service is an error, never a skip.
+
+May import: ``config``, ``domain``, ``infra`` and ``cli``.
 """

@@ -39,7 +39,7 @@ from domain.redaction import redact
 from domain.storage.models import WebhookDelivery, utcnow
 from domain.storage.sessions import session_scope
 from domain.webhooks import repository as repo
-from domain.webhooks.repository import AttemptRecord, DeliveryClaim
+from domain.webhooks.repository import DeliveryAttempt, DeliveryClaim
 from domain.webhooks.url_safety import Resolver, UnsafeUrl, check_url, system_resolver
 from workers.ratelimit_headers import retry_delay
 from workers.safe_http import OutboundError, send_pinned
@@ -58,7 +58,7 @@ RETRY_AFTER_STATUS = frozenset({429, 503})
 class Outcome:
     """One attempt's result and whether another attempt may follow."""
 
-    record: AttemptRecord
+    record: DeliveryAttempt
     succeeded: bool = False
     may_retry: bool = True
     retry_after: float | None = None
@@ -83,7 +83,7 @@ def next_delivery_delay(
     return delay
 
 
-def outcome_of(status_code: int, headers: dict[str, str] | None, record: AttemptRecord) -> Outcome:
+def outcome_of(status_code: int, headers: dict[str, str] | None, record: DeliveryAttempt) -> Outcome:
     """Classify an HTTP answer."""
     if 200 <= status_code < 300:
         return Outcome(record, succeeded=True, may_retry=False)
@@ -195,12 +195,12 @@ class WebhookDeliverer:
         started_at = utcnow()
         started = time.monotonic()
 
-        def record(**values: object) -> AttemptRecord:
+        def record(**values: object) -> DeliveryAttempt:
             elapsed = int((time.monotonic() - started) * 1000)
             for field in ("error", "response_excerpt"):
                 if isinstance(values.get(field), str):
                     values[field] = redact(str(values[field]))
-            return AttemptRecord(started_at=started_at, duration_ms=elapsed, **values)  # type: ignore[arg-type]
+            return DeliveryAttempt(started_at=started_at, duration_ms=elapsed, **values)  # type: ignore[arg-type]
 
         keys = self.settings.webhook_signing_keys
         if not keys:

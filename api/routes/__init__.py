@@ -1,1 +1,4 @@
-"""Routers, one module per resource."""
+"""Routers, one module per resource.
+
+May import: the rest of ``api``, ``config``, ``domain`` and ``infra``.
+"""

@@ -35,7 +35,7 @@ from infra.celery_conf import FINALIZE_BATCH_TASK, INGEST_BATCH_TASK
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 422, 429, 503)
 }
 
@@ -45,7 +45,7 @@ def _present(session: Session, batch: Batch) -> BatchOut:
     return batch_out(batch, live)
 
 
-@router.post("", response_model=BatchOut, responses=ERRORS, dependencies=[require_scope("batches:write")])
+@router.post("", response_model=BatchOut, responses=_ERRORS, dependencies=[require_scope("batches:write")])
 async def create_batch(
     body: BatchCreate,
     request: Request,
@@ -96,7 +96,7 @@ def _create_batch(
     return batch_out(batch)
 
 
-@router.get("", response_model=BatchList, responses=ERRORS, dependencies=[require_scope("batches:read")])
+@router.get("", response_model=BatchList, responses=_ERRORS, dependencies=[require_scope("batches:read")])
 def list_batches(
     session: SessionDep,
     tenant: TenantDep,
@@ -118,12 +118,12 @@ READ = [require_scope("batches:read")]
 WRITE = [require_scope("batches:write")]
 
 
-@router.get("/{batch_id}", response_model=BatchOut, responses=ERRORS, dependencies=READ)
+@router.get("/{batch_id}", response_model=BatchOut, responses=_ERRORS, dependencies=READ)
 def get_batch(batch_id: str, session: SessionDep, tenant: TenantDep) -> BatchOut:
     return _present(session, batch_repository.get(session, batch_id, tenant_id=tenant))
 
 
-@router.post("/{batch_id}/cancel", response_model=BatchOut, responses=ERRORS, dependencies=WRITE)
+@router.post("/{batch_id}/cancel", response_model=BatchOut, responses=_ERRORS, dependencies=WRITE)
 def cancel_batch(batch_id: str, session: SessionDep, enqueuer: EnqueuerDep, tenant: TenantDep) -> BatchOut:
     """Queued jobs are cancelled at once and running ones when their call returns; the batch then ends
     ``cancelled`` with the results finished so far in its output file."""

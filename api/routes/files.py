@@ -40,7 +40,7 @@ from domain.storage.sessions import session_scope
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }
 MULTIPART_OVERHEAD = 64 * 1024
@@ -191,7 +191,7 @@ UPLOAD_FORM = {
 @router.post(
     "",
     response_model=FileOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("batches:write")],
     openapi_extra=UPLOAD_FORM,
 )
@@ -233,7 +233,7 @@ async def upload_file(request: Request, tenant: TenantDep, settings: SettingsDep
         raise
 
 
-@router.get("", response_model=FileList, responses=ERRORS, dependencies=[require_scope("batches:read")])
+@router.get("", response_model=FileList, responses=_ERRORS, dependencies=[require_scope("batches:read")])
 def list_files(
     session: SessionDep,
     tenant: TenantDep,
@@ -256,7 +256,7 @@ def list_files(
 
 
 @router.get(
-    "/{file_id}", response_model=FileOut, responses=ERRORS, dependencies=[require_scope("batches:read")]
+    "/{file_id}", response_model=FileOut, responses=_ERRORS, dependencies=[require_scope("batches:read")]
 )
 def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileOut:
     return file_repository.file_out(file_repository.get_file(session, file_id, tenant_id=tenant))
@@ -265,7 +265,7 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileOut:
 @router.get(
     "/{file_id}/content",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+    responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
     dependencies=[require_scope("batches:read")],
 )
 def file_content(file_id: str, request: Request, session: SessionDep, tenant: TenantDep) -> StreamingResponse:
@@ -285,7 +285,7 @@ def file_content(file_id: str, request: Request, session: SessionDep, tenant: Te
 
 
 @router.delete(
-    "/{file_id}", response_model=FileDeleted, responses=ERRORS, dependencies=[require_scope("batches:write")]
+    "/{file_id}", response_model=FileDeleted, responses=_ERRORS, dependencies=[require_scope("batches:write")]
 )
 def delete_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileDeleted:
     file_repository.delete_file(session, file_id, tenant_id=tenant)

@@ -30,7 +30,7 @@ from infra.celery_conf import task_label
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503)
 }
 
@@ -39,7 +39,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
 async def submit_job(
@@ -102,7 +102,7 @@ def _submit(
     return job_out(job), created
 
 
-@router.get("", response_model=JobList, responses=ERRORS, dependencies=[require_scope("jobs:read")])
+@router.get("", response_model=JobList, responses=_ERRORS, dependencies=[require_scope("jobs:read")])
 def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
@@ -132,7 +132,7 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=ERRORS, dependencies=[require_scope("jobs:read")])
+@router.get("/{job_id}", response_model=JobOut, responses=_ERRORS, dependencies=[require_scope("jobs:read")])
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     job = job_out(repository.get_job(session, job_id, tenant_id=tenant))
     job.attempts_log = attempts_out(attempts.list_attempts(session, job_id))
@@ -142,7 +142,7 @@ def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
 def cancel_job(

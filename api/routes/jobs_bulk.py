@@ -41,7 +41,7 @@ from infra.celery_conf import task_label
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 413, 414, 422, 429, 503)
 }
 
@@ -50,7 +50,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     "/bulk",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkJobsOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
 async def submit_jobs_bulk(

@@ -43,15 +43,14 @@ from domain.errors import NotFound
 from domain.jobs import repository
 from domain.jobs.schemas import ErrorBody, JobCreate
 from domain.jobs.streaming import client_wants_usage, stream_mode
-from domain.status import JobKind, JobStatus
+from domain.status import FINISHED_JOB_STATUSES, JobKind, JobStatus
 from domain.storage.models import Job
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 414, 422, 429, 503)
 }
-router = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
-_TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 _WRITE = [require_scope("jobs:write")]
 OpenAIBody = Annotated[dict[str, Any], Body()]
 Timeout = Annotated[float | None, Header(alias="x-batchery-timeout", gt=0)]
@@ -134,7 +133,7 @@ class _Call:
             await self._race_disconnect(wait, submitted.id)
         request_id = await wait
         job = await run_in_threadpool(self._read, submitted.id)
-        if request_id is None and job.status not in _TERMINAL:
+        if request_id is None and job.status not in FINISHED_JOB_STATUSES:
             return JSONResponse(
                 job_out(job).model_dump(mode="json"),
                 status_code=202,
@@ -154,7 +153,7 @@ class _Call:
         )
         if not await relayed.first(wait, self.timeout):
             job = await run_in_threadpool(self._read, job_id)
-            if job.status not in _TERMINAL:
+            if job.status not in FINISHED_JOB_STATUSES:
                 wait.cancel()
                 return JSONResponse(
                     job_out(job).model_dump(mode="json"),

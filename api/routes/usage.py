@@ -22,7 +22,7 @@ from domain.tokens.usage_schemas import UsageReport, usage_out
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
-ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (401, 403, 422, 503)}
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorBody} for code in (401, 403, 422, 503)}
 
 
 def _utc(moment: datetime | None, param: str) -> datetime | None:
@@ -32,7 +32,7 @@ def _utc(moment: datetime | None, param: str) -> datetime | None:
         raise InvalidRequest(f"{param} is out of range", param=param) from exc
 
 
-@router.get("", response_model=UsageReport, responses=ERRORS, dependencies=[require_scope("jobs:read")])
+@router.get("", response_model=UsageReport, responses=_ERRORS, dependencies=[require_scope("jobs:read")])
 def get_usage(
     session: SessionDep,
     settings: SettingsDep,

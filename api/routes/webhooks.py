@@ -16,13 +16,13 @@ from domain.webhooks.schemas import WebhookDeliveryList, WebhookDeliveryOut, del
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/webhook-deliveries", tags=["webhooks"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
+_ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 414, 503)
 }
 
 
 @router.get(
-    "", response_model=WebhookDeliveryList, responses=ERRORS, dependencies=[require_scope("jobs:read")]
+    "", response_model=WebhookDeliveryList, responses=_ERRORS, dependencies=[require_scope("jobs:read")]
 )
 def list_deliveries(job_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeliveryList:
     """Every webhook delivery of the job (one per event), each with its attempts."""
@@ -35,7 +35,7 @@ def list_deliveries(job_id: str, session: SessionDep, tenant: TenantDep) -> Webh
 @router.get(
     "/{delivery_id}",
     response_model=WebhookDeliveryOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("jobs:read")],
 )
 def get_delivery(job_id: str, delivery_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeliveryOut:
@@ -49,7 +49,7 @@ def get_delivery(job_id: str, delivery_id: str, session: SessionDep, tenant: Ten
     "/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=WebhookDeliveryOut,
-    responses=ERRORS,
+    responses=_ERRORS,
     dependencies=[require_scope("jobs:write")],
 )
 def redeliver(

@@ -8,7 +8,6 @@ USD limit (they count as $0); without it they are refused with 422 ``unpriced_mo
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +19,12 @@ from sqlalchemy.orm import Session
 
 from domain.budgets.pricing import NANO, to_nano
 from domain.errors import InvalidRequest, NotFound
+from domain.ids import TENANT_NAME
 from domain.storage.models import ApiKey, utcnow
 from domain.storage.spend_models import SpendBudget
 
 TENANT_BUDGET = ""
 """The ``key_id`` of a budget that covers the whole tenant."""
-_TENANT_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,7 @@ def limits_of(row: SpendBudget) -> BudgetLimits:
 
 
 def _check(tenant_id: str, limits: BudgetLimits) -> None:
-    if not _TENANT_SHAPE.match(tenant_id):
+    if not TENANT_NAME.match(tenant_id):
         raise InvalidRequest(
             "tenant: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             param="tenant",

@@ -25,7 +25,7 @@ from config.prices import PriceTable
 from domain.budgets.limits import TENANT_BUDGET
 from domain.budgets.periods import Period
 from domain.budgets.pricing import real_usd_nano, to_nano
-from domain.status import JobStatus
+from domain.status import FINISHED_JOB_STATUSES
 from domain.storage.models import PROVIDER_BATCH_PATH, Batch, Job
 from domain.storage.spend_models import SpendCounter, SpendReservation
 from domain.tokens.costs import UsageAmounts
@@ -33,7 +33,6 @@ from domain.tokens.usage_report import GroupBy, as_utc, usage_report
 
 _RESERVATIONS: Table = SpendReservation.__table__  # type: ignore[assignment]
 _COUNTERS: Table = SpendCounter.__table__  # type: ignore[assignment]
-FINISHED_JOB = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
 FINISHED_BATCH = ("failed", "completed", "expired", "cancelled")
 
 
@@ -46,7 +45,7 @@ def settle_finished(session: Session, prices: PriceTable, *, now: datetime, limi
         .where(
             SpendReservation.settled_at.is_(None),
             SpendReservation.holder == "job",
-            Job.status.in_(FINISHED_JOB),
+            Job.status.in_(FINISHED_JOB_STATUSES),
         )
         .limit(limit)
     ).all()

@@ -30,6 +30,7 @@ from domain.storage.models import JobAttempt, utcnow
 from domain.storage.sessions import Executor
 
 MAX_ERROR_CHARS = 1000
+"""The most characters of an attempt's error the log keeps (a job's attempts and a delivery's alike)."""
 
 
 class AttemptOutcome(StrEnum):

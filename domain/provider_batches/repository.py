@@ -29,7 +29,8 @@ from domain.status import JobStatus
 from domain.storage.dialect import dialect_of
 from domain.storage.models import DEFERRED_PREDICATE, PROVIDER_BATCH_PATH, Job, ProviderBatch
 
-DEFERRED = text(DEFERRED_PREDICATE)
+IS_DEFERRED = text(DEFERRED_PREDICATE)
+"""The WHERE clause of a job waiting for a provider batch (the partial index's predicate)."""
 HELD_FOR = timedelta(seconds=PROVIDER_BATCH_WINDOW_SECONDS + 3600)
 """How long a provider batch holds its jobs' leases: its provider's window and an hour. The poller
 settles them before (it cancels a provider batch once a job's deadline passed); the lease is the safety
@@ -48,7 +49,7 @@ def waiting_groups(session: Session, settings: Settings) -> list[WaitingGroup]:
     size = func.sum(func.length(cast(Job.request, Text)))
     query = (
         select(Job.tier, Job.kind, Job.model, func.count(), func.min(Job.created_at), size)
-        .where(DEFERRED)
+        .where(IS_DEFERRED)
         .group_by(Job.tier, Job.kind, Job.model)
     )
     groups = []
@@ -84,7 +85,7 @@ def open_intent(
     limit, None for none). Returns its id and how many jobs it took, or None when none was taken."""
     query = (
         select(Job.id, Job.request, Job.estimated_tokens)
-        .where(DEFERRED, Job.tier == key.tier, Job.kind == key.kind, Job.model == key.model)
+        .where(IS_DEFERRED, Job.tier == key.tier, Job.kind == key.kind, Job.model == key.model)
         .order_by(Job.id)
         .limit(rule.max_lines)
     )
@@ -100,7 +101,7 @@ def open_intent(
     provider_batch_id = new_id("pbatch")
     taken = session.execute(
         update(Job)
-        .where(Job.id.in_([row[0] for row in rows]), DEFERRED)
+        .where(Job.id.in_([row[0] for row in rows]), IS_DEFERRED)
         .values(
             provider_batch_id=provider_batch_id,
             lease_owner=holder_token(provider_batch_id),
@@ -214,7 +215,7 @@ def to_live(session: Session, job_id: str, token: str) -> bool:
 
 def waiting_cancels(session: Session) -> list[tuple[str, str]]:
     """Deferred jobs told to cancel before a provider batch took them: (job id, holder token)."""
-    query = select(Job.id, Job.lease_owner).where(DEFERRED, Job.cancel_requested_at.is_not(None))
+    query = select(Job.id, Job.lease_owner).where(IS_DEFERRED, Job.cancel_requested_at.is_not(None))
     return [(job_id, str(owner)) for job_id, owner in session.execute(query.limit(1000))]
 
 

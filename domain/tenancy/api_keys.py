@@ -26,6 +26,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.errors import InvalidRequest, NotFound, Unauthenticated
+from domain.ids import TENANT_NAME
 from domain.storage.models import ApiKey
 
 KEY_PREFIX = "bk_"
@@ -36,7 +37,6 @@ TOUCH_INTERVAL = timedelta(seconds=60)
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case: 5 bits a character
 _KEY_SHAPE = re.compile(rf"^bk_([{_ALPHABET}]{{{ID_LENGTH}}})_([{_ALPHABET}]{{{SECRET_LENGTH}}})$")
-_TENANT_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
@@ -93,7 +93,7 @@ def key_id_of(key: str) -> str | None:
 
 def validate_tenant(name: str) -> str:
     """A tenant name: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit."""
-    if not _TENANT_SHAPE.match(name):
+    if not TENANT_NAME.match(name):
         raise InvalidRequest(
             f"tenant {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'", param="tenant"
         )

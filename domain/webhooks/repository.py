@@ -23,12 +23,11 @@ from sqlalchemy.orm import Session
 
 from domain.errors import Conflict, NotFound
 from domain.ids import new_id
+from domain.jobs.attempts import MAX_ERROR_CHARS
 from domain.leases import lease
 from domain.leases.tables import DELIVERY_LEASES
 from domain.storage.dialect import dialect_of
 from domain.storage.models import WebhookAttempt, WebhookDelivery, utcnow
-
-MAX_ERROR_CHARS = 1000
 
 
 class DeliveryStatus(StrEnum):
@@ -57,8 +56,8 @@ class DeliveryClaim:
 
 
 @dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """The outcome of one attempt, as the log keeps it."""
+class DeliveryAttempt:
+    """The outcome of one delivery attempt, as the log keeps it."""
 
     started_at: datetime
     duration_ms: int
@@ -144,7 +143,7 @@ def claim_delivery(
 def finish_attempt(
     session: Session,
     claim: DeliveryClaim,
-    record: AttemptRecord,
+    record: DeliveryAttempt,
     *,
     succeeded: bool,
     next_attempt_at: datetime | None,

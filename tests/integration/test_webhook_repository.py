@@ -16,7 +16,7 @@ from domain.storage.models import WebhookDelivery, utcnow
 from domain.storage.sessions import session_scope
 from domain.webhooks import events
 from domain.webhooks import repository as repo
-from domain.webhooks.repository import AttemptRecord, DeliveryStatus
+from domain.webhooks.repository import DeliveryAttempt, DeliveryStatus
 from tests.factories import new_job
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,8 @@ def _due(session: Session, delivery_id: str, **when: object) -> bool:
     return delivery_id in repo.due_for_dispatch(session, limit=10_000, **when)  # type: ignore[arg-type]
 
 
-def _attempt(status: int | None, error: str | None = None) -> AttemptRecord:
-    return AttemptRecord(started_at=utcnow(), duration_ms=12, status_code=status, error=error)
+def _attempt(status: int | None, error: str | None = None) -> DeliveryAttempt:
+    return DeliveryAttempt(started_at=utcnow(), duration_ms=12, status_code=status, error=error)
 
 
 def test_an_event_becomes_a_pending_delivery_due_at_once(sessions: sessionmaker[Session]) -> None:

@@ -1,5 +1,5 @@
-"""``api.admission.Lane``: at most ``limit`` in flight, at most ``limit`` waiting, a freed slot handed to
-the oldest waiter, and a waiter that waits too long gives up without taking a slot."""
+"""``api.admission.AdmissionLane``: at most ``limit`` in flight, at most ``limit`` waiting, a freed slot
+handed to the oldest waiter, and a waiter that waits too long gives up without taking a slot."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from api.admission import WAITING_PER_SLOT, Lane
+from api.admission import WAITING_PER_SLOT, AdmissionLane
 
 pytestmark = pytest.mark.unit
 
 
 def test_a_freed_slot_goes_to_the_oldest_waiter_and_the_excess_is_refused() -> None:
     async def scenario() -> tuple[list[bool], int, int]:
-        lane = Lane("write", limit=1, max_wait=5.0)
+        lane = AdmissionLane("write", limit=1, max_wait=5.0)
         assert await lane.enter()
         waiting = [asyncio.create_task(lane.enter()) for _ in range(WAITING_PER_SLOT)]
         await asyncio.sleep(0)
@@ -31,7 +31,7 @@ def test_a_freed_slot_goes_to_the_oldest_waiter_and_the_excess_is_refused() -> N
 
 def test_a_waiter_gives_up_after_its_wait_and_leaves_no_slot_taken() -> None:
     async def scenario() -> tuple[bool, int, int, bool]:
-        lane = Lane("read", limit=1, max_wait=0.01)
+        lane = AdmissionLane("read", limit=1, max_wait=0.01)
         assert await lane.enter()
         gave_up = await lane.enter()
         lane.leave()
@@ -46,7 +46,7 @@ def test_a_waiter_gives_up_after_its_wait_and_leaves_no_slot_taken() -> None:
 
 def test_no_wait_refuses_at_once() -> None:
     async def scenario() -> bool:
-        lane = Lane("write", limit=1, max_wait=0.0)
+        lane = AdmissionLane("write", limit=1, max_wait=0.0)
         await lane.enter()
         return await lane.enter()
 
@@ -59,7 +59,7 @@ def test_once_its_rate_is_measured_a_request_behind_too_much_work_is_refused_at_
 
     async def scenario() -> tuple[float, bool, bool]:
         now = [0.0]
-        lane = Lane("write", limit=10, max_wait=5.0, clock=lambda: now[0])
+        lane = AdmissionLane("write", limit=10, max_wait=5.0, clock=lambda: now[0])
         for _ in range(10):
             assert await lane.enter()
         burst = [asyncio.create_task(lane.enter()) for _ in range(4 * 10)]

@@ -111,6 +111,13 @@ def test_every_domain_package_is_in_the_plan_and_says_what_it_may_import() -> No
         assert doc and "May import" in doc, f"domain/{package.name}/__init__.py lacks its plan"
 
 
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_every_top_level_package_says_what_lives_there_and_what_it_may_import(package: str) -> None:
+    doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+    assert doc, f"{package}/__init__.py has no docstring"
+    assert "May import" in doc, f"{package}/__init__.py lacks its plan"
+
+
 @pytest.mark.parametrize("package", PRODUCT)
 def test_modules_stay_small(package: str) -> None:
     large = {
@@ -132,18 +139,23 @@ def test_no_other_installed_distribution_provides_a_batchery_top_level_name() ->
     assert others == {}
 
 
-def _public_vocabulary(path: Path) -> Iterator[str]:
-    """Classes, upper-case constants and free functions a module defines for others to import."""
+def _public_vocabulary(path: Path, *, functions: bool) -> Iterator[str]:
+    """Classes, constants and type aliases (capitalised assignments) a module defines for others to
+    import, and its free functions when ``functions``."""
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        if isinstance(node, ast.ClassDef):
+            name = node.name
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if not functions:
+                continue
             name = node.name
         elif (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id.isupper()
+            isinstance(node, ast.Assign | ast.AnnAssign)
+            and len(targets := node.targets if isinstance(node, ast.Assign) else [node.target]) == 1
+            and isinstance(targets[0], ast.Name)
+            and targets[0].id[:1].isupper()
         ):
-            name = node.targets[0].id
+            name = targets[0].id
         else:
             continue
         if not name.startswith("_") and len(name) > 1:  # one-letter names are type variables
@@ -152,7 +164,8 @@ def _public_vocabulary(path: Path) -> Iterator[str]:
 
 def _called_through_module(path: Path) -> bool:
     """Route handlers, CLI commands and repository verbs are called through their module or router
-    (``repository.fail``, ``batch_repository.fail``), so their names may repeat across modules."""
+    (``repository.fail``, ``batch_repository.fail``), so their function names may repeat across
+    modules; their classes and constants may not."""
     relative = path.relative_to(ROOT)
     return (
         relative.parts[:2] == ("api", "routes")
@@ -167,9 +180,7 @@ def test_no_two_product_modules_export_the_same_name_for_different_things() -> N
         if package == "simulator":
             continue  # an independent upstream: it may name things as the product does
         for path in _modules(package):
-            if _called_through_module(path):
-                continue
-            for name in _public_vocabulary(path):
+            for name in _public_vocabulary(path, functions=not _called_through_module(path)):
                 seen.setdefault(name, []).append(str(path.relative_to(ROOT)))
     duplicated = {name: places for name, places in seen.items() if len(places) > 1}
     assert duplicated == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,13 @@ from simulator.settings import SettingsError, SimulatorSettings, apply_changes, 
 pytestmark = pytest.mark.unit
 
 
-def test_defaults() -> None:
-    settings = settings_from_args([], environ={})
-    assert settings == SimulatorSettings()
-    assert (settings.host, settings.port, settings.quantum, settings.default_max_tokens) == (
-        "127.0.0.1",
-        8100,
-        1.0,
-        1024,
-    )
+def test_no_flags_and_no_environment_give_the_defaults() -> None:
+    assert settings_from_args([], environ={}) == SimulatorSettings()
+
+
+def test_by_default_the_simulator_listens_on_loopback_only() -> None:
+    host = settings_from_args([], environ={}).host
+    assert ipaddress.ip_address(host).is_loopback
 
 
 def test_flags_beat_environment_which_beats_defaults() -> None:

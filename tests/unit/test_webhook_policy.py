@@ -10,13 +10,13 @@ import pytest
 
 from domain.storage.models import Job
 from domain.webhooks.events import encode_payload, job_event_data
-from domain.webhooks.repository import AttemptRecord
+from domain.webhooks.repository import DeliveryAttempt
 from workers.webhooks import Outcome, next_delivery_delay, outcome_of
 
 pytestmark = pytest.mark.unit
 
 SCHEDULE = (0.0, 5.0, 300.0, 1800.0)
-RECORD = AttemptRecord(started_at=datetime(2025, 1, 1, tzinfo=UTC), duration_ms=3)
+RECORD = DeliveryAttempt(started_at=datetime(2025, 1, 1, tzinfo=UTC), duration_ms=3)
 
 
 def no_jitter() -> float:

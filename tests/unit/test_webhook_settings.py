@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 
 import pytest
 
 from config.errors import ConfigError
 from config.settings import load_settings
-from config.webhook_settings import DEFAULT_RETRY_SCHEDULE, DEVELOPMENT_SECRET, decode_secret
+from config.webhook_settings import DEVELOPMENT_SECRET, decode_secret
+from domain.errors import InvalidWebhookUrl
+from domain.webhooks.repository import DeliveryAttempt
+from domain.webhooks.url_safety import check_webhook_url
+from workers.safe_http import make_webhook_client
+from workers.webhooks import Outcome, next_delivery_delay
 
 pytestmark = pytest.mark.unit
 
@@ -16,13 +22,33 @@ SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SECRET_B = "whsec_c2Vjb25kLWtleS1mb3Itcm90YXRpb24tdGVzdHM="
 
 
-def test_defaults_follow_the_standard_schedule_and_timeout() -> None:
+def test_by_default_a_failing_receiver_gets_eight_attempts_over_about_a_day() -> None:
+    """The schedule the README and docs/webhooks.md promise, as the deliverer applies it: at once, 5 s,
+    5 min, 30 min, 2 h, 5 h, 10 h, 10 h, then the delivery fails."""
+    schedule = load_settings().webhook_retry_schedule
+    failed = Outcome(DeliveryAttempt(started_at=datetime(2025, 1, 1, tzinfo=UTC), duration_ms=1))
+    delays: list[float] = []
+    attempt = 1
+    while (delay := next_delivery_delay(schedule, attempt, failed, lambda: 0.0)) is not None:
+        delays.append(delay)
+        attempt += 1
+    assert attempt == 8
+    assert delays == [5, 300, 1800, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600]
+    assert sum(delays) / 3600 == pytest.approx(27.6, abs=0.1)
+
+
+def test_without_secrets_the_development_secret_signs_and_no_private_network_is_trusted() -> None:
     settings = load_settings()
-    assert settings.webhook_retry_schedule == DEFAULT_RETRY_SCHEDULE
-    assert DEFAULT_RETRY_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-    assert settings.webhook_timeout_seconds == 15.0
-    assert settings.webhook_allowed_networks == ()
     assert settings.webhook_signing_keys == (decode_secret(DEVELOPMENT_SECRET),)
+    for private in ("http://10.0.0.5/hook", "http://127.0.0.1:9/hook", "http://[fd12::1]/hook"):
+        with pytest.raises(InvalidWebhookUrl):
+            check_webhook_url(private, settings)
+
+
+def test_the_timeout_setting_bounds_each_delivery_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHERY_WEBHOOK_TIMEOUT_SECONDS", "2.5")
+    with make_webhook_client(load_settings().webhook_timeout_seconds) as client:
+        assert (client.timeout.connect, client.timeout.read, client.timeout.write) == (2.5, 2.5, 2.5)
 
 
 def test_lists_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
