@@ -1,7 +1,9 @@
 """Waiting for jobs to end, for the drop-in OpenAI endpoints: thousands of waiting calls on one event loop.
 
 One API process keeps one Redis pub/sub connection on ``<prefix>:jobs:done``; a worker publishes
-``<job id> <request id>`` there once a job's terminal outcome is stored (``workers.completion_notice``).
+``<job id> <request id>`` there once a job's terminal outcome is stored (``workers.completion_notice``),
+followed by a succeeded job's result when it is small: the waiting call answers from it without a
+database read.
 Each waiting call is an ``asyncio.Future`` in a dict keyed by job id: no thread, no connection and no
 query per waiter. Notices can be lost (the subscriber reconnecting, Redis restarted), so every
 ``poll_seconds`` one query asks the database which of the waited-for jobs have ended meanwhile.
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -47,16 +50,24 @@ def database_poll(sessions: sessionmaker[Session]) -> EndedJobs:
     return ended
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A waited-for job's end: the final attempt's ``x-request-id`` ("" when unknown) and, when the
+    notice carried it, the succeeded job's result as rendered JSON (else None: read the database)."""
+
+    request_id: str
+    result_json: bytes | None = None
+
+
 class CompletionWaiter:
-    """Futures per waited-for job, resolved with the final attempt's ``x-request-id`` ("" when
-    unknown) by a notice, or by the database poll."""
+    """Futures per waited-for job, resolved by a notice or by the database poll."""
 
     def __init__(self, redis_url: str, prefix: str, *, poll_seconds: float, ended: EndedJobs) -> None:
         self._redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
         self._keys = RedisKeys(prefix)
         self._poll_seconds = poll_seconds
         self._ended = ended
-        self._waiting: dict[str, list[asyncio.Future[str]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Ended]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -79,16 +90,16 @@ class CompletionWaiter:
         self._tasks = []
         await self._redis.aclose()  # type: ignore[attr-defined]  # redis-py >= 5 (the stubs lag)
 
-    async def wait(self, job_id: str, timeout: float) -> str | None:
-        """Wait until ``job_id`` has ended: its final request id ("" when unknown), or None after
-        ``timeout`` seconds. A job that ended before the call is seen through its Redis key."""
+    async def wait(self, job_id: str, timeout: float) -> Ended | None:
+        """Wait until ``job_id`` has ended, or None after ``timeout`` seconds. A job that ended before
+        the call is seen through its Redis key."""
         self.start()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, []).append(future)
         try:
             known = await self._done_key(job_id)
             if known is not None:
-                return known
+                return Ended(known)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             return None
@@ -111,10 +122,17 @@ class CompletionWaiter:
             return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else None
 
-    def _resolve(self, job_id: str, request_id: str) -> None:
+    def _resolve(self, job_id: str, ended: Ended) -> None:
         for future in self._waiting.get(job_id, ()):
             if not future.done():
-                future.set_result(request_id)
+                future.set_result(ended)
+
+    def _on_notice(self, data: bytes) -> None:
+        """``<job id> <request id>[\n<result JSON>]``: parsed only when a call waits for that job."""
+        head, _, body = data.partition(b"\n")
+        job_id, _, request_id = head.decode("utf-8", "replace").partition(" ")
+        if job_id in self._waiting:
+            self._resolve(job_id, Ended(request_id, body or None))
 
     async def _listen(self) -> None:
         """Resolve waiters from the notices; reconnect after an error (the poll covers the gap)."""
@@ -126,8 +144,7 @@ class CompletionWaiter:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                         data = message.get("data") if message is not None else None
                         if isinstance(data, bytes):
-                            job_id, _, request_id = data.decode("utf-8", "replace").partition(" ")
-                            self._resolve(job_id, request_id)
+                            self._on_notice(data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost connection: the poll answers meanwhile
@@ -141,7 +158,7 @@ class CompletionWaiter:
             try:
                 for chunk in _chunks(list(self._waiting), _POLL_CHUNK):
                     for job_id in await self._ended(chunk):
-                        self._resolve(job_id, await self.request_id(job_id))
+                        self._resolve(job_id, Ended(await self.request_id(job_id)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away: try again next round

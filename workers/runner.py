@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 TERMINAL_WRITES = (repository.complete, repository.fail, repository.end_cancelled)
 # what a fenced write answers: whether it landed (a bool) or the status it stored (None when it did not)
 _Written = TypeVar("_Written")
+NotifyDone = Callable[[str, Mapping[str, str] | None, Mapping[str, Any] | None], object]
+"""``(job id, final attempt's headers, a succeeded job's result)``, once a terminal outcome is stored."""
 
 
 class LeaseLost(Exception):
@@ -77,7 +79,7 @@ class JobRunner:
         worker_id: str,
         requeue: Callable[[str, str], object] | None = None,
         notify_webhook: Callable[[str], object] | None = None,
-        notify_done: Callable[[str, Mapping[str, str] | None], object] | None = None,
+        notify_done: NotifyDone | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_limiter_wait: float = 30.0,
         stopping: Callable[[], bool] | None = None,
@@ -107,7 +109,7 @@ class JobRunner:
         self.worker_id = worker_id
         self.requeue = requeue
         self.notify_webhook = notify_webhook
-        self.notify_done = notify_done  # (job id, final attempt's headers) once a terminal outcome is stored
+        self.notify_done = notify_done  # once a terminal outcome is stored
         self.sleep = sleep
         self.clock = clock
         self.keeper = keeper if keeper is not None else LeaseKeeper()
@@ -221,12 +223,18 @@ class JobRunner:
                 claim, progress, AttemptOutcome.succeeded, status_code=response.status_code
             ),
         )
-        self._announce(claim, stored, response.headers)
+        self._announce(claim, stored, response.headers, response.body)
         return stored.value if stored is not None else "lease_lost"
 
-    def _announce(self, claim: Claim, stored: object, headers: Mapping[str, str] | None) -> None:
+    def _announce(
+        self,
+        claim: Claim,
+        stored: object,
+        headers: Mapping[str, str] | None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
         if stored and self.notify_done is not None:
-            self.notify_done(claim.job_id, headers)
+            self.notify_done(claim.job_id, headers, result)
 
     def _cancel_requested(self, claim: Claim) -> bool:
         """After a backoff: was the job cancelled (or its lease lost) while it waited?"""

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.admission import release_admission
 from api.auth import require_scope
-from api.completion_waiter import CompletionWaiter, database_poll
+from api.completion_waiter import CompletionWaiter, Ended, database_poll
 from api.deps import EnqueuerDep, JobCountersDep, KeyIdDep, SessionDep, SettingsDep, TenantDep
 from api.presenters import job_out
 from api.routes.jobs import _submit, cancel_job
@@ -131,20 +131,22 @@ class _Call:
             return await self._stream(submitted.id, kind, body, wait)
         if self.cancel_on_disconnect:
             await self._race_disconnect(wait, submitted.id)
-        request_id = await wait
+        ended = await wait
+        if ended is not None and ended.result_json is not None:  # carried by the notice
+            headers = _answer_headers(submitted.id, ended.request_id)
+            return Response(ended.result_json, 200, headers=headers, media_type="application/json")
         job = await run_in_threadpool(self._read, submitted.id)
-        if request_id is None and job.status not in FINISHED_JOB_STATUSES:
+        if ended is None and job.status not in FINISHED_JOB_STATUSES:
             return JSONResponse(
                 job_out(job).model_dump(mode="json"),
                 status_code=202,
                 headers={"location": f"/v1/jobs/{job.id}", "x-batchery-job-id": job.id},
             )
-        if request_id is None:
-            request_id = await waiter.request_id(job.id)
+        request_id = ended.request_id if ended is not None else await waiter.request_id(job.id)
         return _final(job, request_id)
 
     async def _stream(
-        self, job_id: str, kind: JobKind, body: dict[str, Any], wait: asyncio.Future[str | None]
+        self, job_id: str, kind: JobKind, body: dict[str, Any], wait: asyncio.Future[Ended | None]
     ) -> Response:
         """``stream: true``: the relayed events as SSE (``api.stream_answer``), or, when the job ended
         before its first event, the answer a non-streamed call gets."""
@@ -179,7 +181,7 @@ class _Call:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_sse(job_id))
 
-    async def _race_disconnect(self, wait: asyncio.Future[str | None], job_id: str) -> None:
+    async def _race_disconnect(self, wait: asyncio.Future[Ended | None], job_id: str) -> None:
         """Until ``wait`` ends: when the client goes away, cancel the job."""
         while not wait.done():
             await asyncio.wait({wait}, timeout=1.0)
@@ -221,10 +223,15 @@ async def close_stream_reader(state: Any) -> None:
         await reader.close()
 
 
-def _final(job: Job, request_id: str) -> JSONResponse:
-    headers = {"x-batchery-job-id": job.id}
+def _answer_headers(job_id: str, request_id: str) -> dict[str, str]:
+    headers = {"x-batchery-job-id": job_id}
     if request_id:
         headers["x-request-id"] = request_id
+    return headers
+
+
+def _final(job: Job, request_id: str) -> JSONResponse:
+    headers = _answer_headers(job.id, request_id)
     if job.status == JobStatus.succeeded.value:
         return JSONResponse(job.result, status_code=200, headers=headers)
     if job.status == JobStatus.cancelled.value:

@@ -5,17 +5,18 @@ answers when a notice is lost."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.completion_waiter import CompletionWaiter, database_poll
+from api.completion_waiter import CompletionWaiter, Ended, database_poll
 from domain.jobs import repository
 from domain.storage.models import Job
 from tests.factories import new_job
-from workers.completion_notice import CompletionNotice
+from workers.completion_notice import RESULT_LIMIT_BYTES, CompletionNotice
 
 WAITERS = 2000
 
@@ -33,7 +34,7 @@ def test_two_thousand_waiters_wake_on_their_own_notices(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     notice = CompletionNotice(client, prefix, ttl_seconds=60)
 
-    async def run() -> tuple[list[str | None], int]:
+    async def run() -> tuple[list[Ended | None], int]:
         waiter = CompletionWaiter(redis_url, prefix, poll_seconds=60, ended=_never)
         waiter.start()
         await asyncio.sleep(0.3)  # subscribed
@@ -57,7 +58,7 @@ def test_two_thousand_waiters_wake_on_their_own_notices(redis_url: str) -> None:
     finally:
         client.close()
     assert held == WAITERS
-    assert ended == [f"req_{i}" for i in range(0, WAITERS, 2)]
+    assert ended == [Ended(f"req_{i}") for i in range(0, WAITERS, 2)]
 
 
 def test_a_job_ended_before_the_wait_began_answers_at_once(redis_url: str) -> None:
@@ -66,14 +67,14 @@ def test_a_job_ended_before_the_wait_began_answers_at_once(redis_url: str) -> No
     CompletionNotice(client, prefix, ttl_seconds=60).publish("job_early", {"x-request-id": "req_early"})
     client.close()
 
-    async def run() -> str | None:
+    async def run() -> Ended | None:
         waiter = CompletionWaiter(redis_url, prefix, poll_seconds=60, ended=_never)
         try:
             return await waiter.wait("job_early", 5)
         finally:
             await waiter.close()
 
-    assert asyncio.run(run()) == "req_early"
+    assert asyncio.run(run()) == Ended("req_early")
 
 
 def test_a_lost_notice_is_answered_by_the_database_poll(
@@ -86,7 +87,7 @@ def test_a_lost_notice_is_answered_by_the_database_poll(
         session.commit()
         done_id, pending_id = done.id, pending.id
 
-    async def run() -> tuple[str | None, str | None]:
+    async def run() -> tuple[Ended | None, Ended | None]:
         waiter = CompletionWaiter(redis_url, _prefix(), poll_seconds=0.2, ended=database_poll(sessions))
         try:
             return await asyncio.gather(waiter.wait(done_id, 10), waiter.wait(pending_id, 1.0))
@@ -94,5 +95,36 @@ def test_a_lost_notice_is_answered_by_the_database_poll(
             await waiter.close()
 
     ended, still_queued = asyncio.run(run())
-    assert ended == ""  # no notice, so no request id: but the call is answered
+    assert ended == Ended("")  # no notice, so no request id: but the call is answered
     assert still_queued is None
+
+
+def test_a_small_result_rides_on_the_notice_and_a_large_one_does_not(redis_url: str) -> None:
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_url)
+    notice = CompletionNotice(client, prefix, ttl_seconds=60)
+    small = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"message": {"content": "é ok"}}]}
+    large = {"object": "list", "data": [{"embedding": [0.125] * (RESULT_LIMIT_BYTES // 4)}]}
+
+    async def run() -> list[Ended | None]:
+        waiter = CompletionWaiter(redis_url, prefix, poll_seconds=60, ended=_never)
+        waiter.start()
+        await asyncio.sleep(0.3)  # subscribed
+        try:
+            waits = [asyncio.ensure_future(waiter.wait(name, 10)) for name in ("job_s", "job_l", "job_f")]
+            await asyncio.sleep(0.3)
+            notice.publish("job_s", {"x-request-id": "req_s"}, small)
+            notice.publish("job_l", {"x-request-id": "req_l"}, large)
+            notice.publish("job_f", {"x-request-id": "req_f"}, {"bad": float("nan")})
+            return list(await asyncio.wait_for(asyncio.gather(*waits), 10))
+        finally:
+            await waiter.close()
+
+    try:
+        small_end, large_end, nan_end = asyncio.run(run())
+    finally:
+        client.close()
+    assert small_end is not None and small_end.request_id == "req_s"
+    assert small_end.result_json is not None and json.loads(small_end.result_json) == small
+    assert large_end == Ended("req_l")  # too large: the call reads the database
+    assert nan_end == Ended("req_f")  # not JSON the API could answer: read from the database
