@@ -73,9 +73,7 @@ class Heartbeat:
         log.info("heartbeat: every %.1fs on thread %d", self.interval, threading.get_native_id())
         # while renewals fail, try every second: the leases are renewed, and new work taken, as soon
         # as the database answers again
-        while not self._stop.wait(
-            min(self.interval, RETRY_SECONDS) if self.keeper.failing else self.interval
-        ):
+        while not self._stop.wait(self._next_wait()):
             try:
                 self.beat()
             except Unavailable:
