@@ -5,7 +5,7 @@ deliveries it is sending and of the batch runs it performs, each to ``lease_seco
 statement per leased table (``domain.leases.keeper``). A process that dies stops renewing, so its
 leases pass within ``lease_seconds`` of its last round and the dispatcher re-queues its jobs; one that
 lives keeps them however long its calls take. While the database cannot be reached the keeper is
-failing, and the runner takes no new job until a round succeeds again.
+failing, and the process takes no new job, webhook delivery or batch run until a round succeeds again.
 """
 
 from __future__ import annotations
@@ -73,9 +73,7 @@ class Heartbeat:
         log.info("heartbeat: every %.1fs on thread %d", self.interval, threading.get_native_id())
         # while renewals fail, try every second: the leases are renewed, and new work taken, as soon
         # as the database answers again
-        while not self._stop.wait(
-            min(self.interval, RETRY_SECONDS) if self.keeper.failing else self.interval
-        ):
+        while not self._stop.wait(self._next_wait()):
             try:
                 self.beat()
             except Unavailable:

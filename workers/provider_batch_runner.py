@@ -126,7 +126,10 @@ class ProviderBatchRunner:
         return opened
 
     def advance(self, provider_batch_id: str, report: TickReport | None = None) -> str:
-        """Take the row's lease and run its steps as far as they go now; answers its state afterwards."""
+        """Take the row's lease and run its steps as far as they go now; answers its state afterwards.
+        A process whose heartbeat cannot renew takes no lease (the next tick finds the row due again)."""
+        if self.keeper.failing:
+            return "skipped"
         now = self.clock()
         with session_scope(self.sessions) as session:
             if not repository.take_lease(

@@ -158,6 +158,8 @@ class WebhookDeliverer:
             self.tenant_slots.give(tenant)
 
     def _deliver(self, delivery_id: str) -> str:
+        if self.keeper is not None and self.keeper.failing:
+            return "skipped"  # its heartbeat cannot renew: no new attempt here (the sweep sends it again)
         with session_scope(self.sessions) as session:
             claim = repo.claim_delivery(session, delivery_id, lease_seconds=self.lease_seconds)
         if claim is None:

@@ -36,6 +36,8 @@ from domain.jobs.json_safety import check_json, printable, text_problem
 from domain.jobs.schemas import validate_body, with_model
 from domain.jobs.streaming import refuse_streaming
 from domain.jobs.token_bounds import check_context_window, check_output_tokens, stored_estimate
+from domain.leases import lease
+from domain.leases.tables import JOB_LEASES
 from domain.status import JobKind, JobStatus
 from domain.storage.models import Batch, Job
 from domain.tenancy.quotas import ensure_queue_room
@@ -270,7 +272,7 @@ def _insert_jobs(
     session.execute(insert(cast(Table, Job.__table__)), rows)
 
 
-_DEFERRED_KEYS = {"lease_owner": None, "lease_expires_at": None, "dispatched_at": None}
+_DEFERRED_KEYS = {**lease.released(JOB_LEASES), "dispatched_at": None}
 
 
 def _line_path(batch: Batch, line: RequestLine, settings: Settings) -> ExecutionPath:

@@ -79,7 +79,10 @@ def run_ingest(
     keeper: LeaseKeeper | None = None,
 ) -> tuple[IngestOutcome, StepResult]:
     """Validate the batch's file and fan it out into the backlog of queued jobs, or fail it. The run
-    holds the batch's lease (``settings.lease_seconds``), which ``keeper``'s heartbeat renews."""
+    holds the batch's lease (``settings.lease_seconds``), which ``keeper``'s heartbeat renews. A process
+    whose heartbeat cannot renew starts no run (the tick retries a lost ingest)."""
+    if keeper is not None and keeper.failing:
+        return IngestOutcome(status="skipped"), StepResult()
     now = now or utcnow()
     with session_scope(sessions) as session:
         leased = batch_repository.take_lease(
@@ -116,7 +119,9 @@ def run_finalize(
     keeper: LeaseKeeper | None = None,
 ) -> StepResult:
     """Finalize the batch if none of its jobs is unfinished and no other run holds it (its lease, renewed
-    by ``keeper``'s heartbeat while the run lasts)."""
+    by ``keeper``'s heartbeat while the run lasts). A process whose heartbeat cannot renew starts none."""
+    if keeper is not None and keeper.failing:
+        return StepResult()
     now = now or utcnow()
     with session_scope(sessions) as session:
         batch = session.get(Batch, batch_id)

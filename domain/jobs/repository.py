@@ -256,7 +256,7 @@ def start_retry(session: Session, claim_: Claim, *, lease_seconds: float) -> boo
         .where(_fenced(claim_), Job.cancel_requested_at.is_(None))
         .values(
             attempts=Job.attempts + 1,
-            lease_expires_at=lease.until(utcnow(), lease_seconds),
+            **lease.taken(JOB_LEASES, lease.until(utcnow(), lease_seconds), claim_.token),
         )
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ CLAIM = (
                     lease.is_expired(JOB_LEASES, bindparam("claim_now")),
                     # the same claim again: its answer was lost on the way (a connection cut), and the
                     # retry with the same token takes the lease it already holds, counting no attempt
-                    _JOBS.c.lease_owner == bindparam("claim_token"),
+                    lease.held_by(JOB_LEASES, bindparam("claim_token")),
                 ),
             ),
         ),
@@ -41,7 +41,8 @@ CLAIM = (
         status=JobStatus.running.value,
         **lease.taken(JOB_LEASES, bindparam("claim_until"), bindparam("claim_token")),
         attempts=case(
-            (_JOBS.c.lease_owner == bindparam("claim_token"), _JOBS.c.attempts), else_=_JOBS.c.attempts + 1
+            (lease.held_by(JOB_LEASES, bindparam("claim_token")), _JOBS.c.attempts),
+            else_=_JOBS.c.attempts + 1,
         ),
         started_at=bindparam("claim_now"),
         updated_at=bindparam("claim_now"),

@@ -104,8 +104,7 @@ def open_intent(
         .where(Job.id.in_([row[0] for row in rows]), IS_DEFERRED)
         .values(
             provider_batch_id=provider_batch_id,
-            lease_owner=holder_token(provider_batch_id),
-            lease_expires_at=now + HELD_FOR,
+            **lease.taken(JOB_LEASES, now + HELD_FOR, holder_token(provider_batch_id)),
         )
         .returning(Job.id)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.main import create_app
 from config.settings import Settings, load_settings
+from domain.errors import Unavailable
 from domain.jobs import attempts, repository
 from domain.leases.keeper import LeaseKeeper
+from domain.leases.tables import JOB_LEASES
 from domain.storage.models import Job, utcnow
-from domain.storage.sessions import make_engine, make_session_factory, session_scope
+from domain.storage.sessions import Executor, make_engine, make_session_factory, session_scope
 from tests.factories import new_job
 from tests.support.keys import bearer, create_key
 from tests.support.tiers_file import write_tiers
@@ -302,3 +305,33 @@ def test_a_run_whose_lease_a_renewal_found_gone_stores_nothing(
         assert job is not None and job.status == "running" and job.result is None
         assert job.lease_owner == taken[0].token and job.attempts == 2
     assert _log(sessions, job_id) == []  # the first run's attempt is not logged as a success
+
+
+def test_a_process_whose_heartbeat_cannot_renew_claims_no_job(
+    settings: Settings, sessions: sessionmaker[Session], tier: str
+) -> None:
+    """While the heartbeat's renewals fail, a job's message finds the runner waiting for a round to
+    succeed, up to ``db_retry_seconds``; then the job is left queued, never claimed nor called."""
+    job_id = _job(sessions, tier)
+    now = [0.0]
+    keeper = LeaseKeeper(clock=lambda: now[0])
+    keeper.hold(JOB_LEASES, "w:another-run")
+
+    def unreachable() -> AbstractContextManager[Executor]:
+        raise Unavailable("the database is unavailable")
+
+    with pytest.raises(Unavailable):
+        keeper.renew_all(unreachable, now=utcnow(), seconds=30)
+    calls: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    upstream = _upstream((200, OK_BODY), on_call=lambda: calls.append(1))
+    runner = JobRunner(settings, sessions, upstream, None, worker_id="w", sleep=sleep, keeper=keeper)
+    _RUNNERS.append(runner)
+    assert runner.run(job_id) == "skipped"
+    assert now[0] >= settings.db_retry_seconds and calls == []
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.attempts, job.lease_owner) == ("queued", 0, None)

@@ -8,20 +8,27 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
+from config.settings import load_settings
+from domain.batches import lifecycle
 from domain.errors import Unavailable
+from domain.ids import new_id
 from domain.jobs import dispatch_repository, repository
 from domain.leases.keeper import LeaseKeeper
 from domain.leases.tables import ALL, DELIVERY_LEASES, JOB_LEASES
-from domain.storage.models import Job, WebhookDelivery, utcnow
+from domain.provider_batches.states import ProviderBatchState, file_name
+from domain.storage.models import Batch, Job, ProviderBatch, WebhookDelivery, utcnow
 from domain.storage.sessions import Executor, make_engine, make_session_factory
 from domain.webhooks import repository as delivery_repository
 from tests.factories import new_job
 from workers.heartbeat import Heartbeat
+from workers.provider_batch_runner import ProviderBatchRunner
+from workers.webhooks import WebhookDeliverer
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +182,65 @@ def test_the_lease_columns_share_one_name_and_the_rename_goes_back(
         assert "locked_until" in before["webhook_deliveries"] and "lease_until" in before["batches"]
         upgrade(url)
         assert all("lease_expires_at" in names for names in columns().values())
+
+
+def test_a_process_that_cannot_renew_starts_no_delivery_batch_run_or_provider_batch_run(
+    sessions: sessionmaker[Session],
+) -> None:
+    """While the heartbeat fails, a webhook delivery, a batch's ingest or finalization and a provider
+    batch's run are left for later: no lease is taken, no attempt counted."""
+    delivery_id = _delivery(sessions)
+    now = utcnow()
+    batch_id, finalizable_id, provider_batch_id = new_id("batch"), new_id("batch"), new_id("pbatch")
+    with sessions.begin() as session:
+        for id_, status in ((batch_id, "validating"), (finalizable_id, "in_progress")):
+            session.add(
+                Batch(
+                    id=id_,
+                    endpoint="/v1/chat/completions",
+                    input_file_id="file_lease",
+                    completion_window="24h",
+                    status=status,
+                )
+            )
+        session.add(
+            ProviderBatch(
+                id=provider_batch_id,
+                provider="openai",
+                endpoint="/v1/chat/completions",
+                model="gpt-4o-mini",
+                state=ProviderBatchState.pending.value,
+                filename=file_name(provider_batch_id),
+                request_count=1,
+                bytes=1,
+                polls=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    keeper = LeaseKeeper(ALL)
+
+    def unreachable() -> AbstractContextManager[Executor]:
+        raise Unavailable("the database is unavailable")
+
+    keeper.hold(JOB_LEASES, "a-token")
+    with pytest.raises(Unavailable):
+        keeper.renew_all(unreachable, now=now, seconds=30)
+    assert keeper.failing
+    settings = load_settings(database_url="sqlite://")
+    with httpx.Client() as client:
+        deliverer = WebhookDeliverer(settings, sessions, client, keeper=keeper)
+        assert deliverer.deliver(delivery_id) == "skipped"
+        runner = ProviderBatchRunner(settings, sessions, client, keeper=keeper)
+        assert runner.advance(provider_batch_id) == "skipped"
+    outcome, _ = lifecycle.run_ingest(sessions, batch_id, settings, keeper=keeper)
+    assert outcome.status == "skipped"
+    assert lifecycle.run_finalize(sessions, finalizable_id, settings, keeper=keeper).status is None
+    with sessions() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        assert delivery is not None and delivery.attempt_count == 0 and delivery.lease_expires_at is None
+        for id_ in (batch_id, finalizable_id):
+            batch = session.get(Batch, id_)
+            assert batch is not None and batch.lease_expires_at is None
+        provider_batch = session.get(ProviderBatch, provider_batch_id)
+        assert provider_batch is not None and provider_batch.lease_expires_at is None
