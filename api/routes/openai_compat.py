@@ -39,7 +39,7 @@ from api.stream_answer import RelayedStream, StreamReader, replayed_events
 from api.webhook_hosts import webhook_check
 from api.window_rooms import WindowRoomsDep
 from domain.batches.schemas import Endpoint, job_kind_for
-from domain.errors import NotFound
+from domain.errors import NotFound, ServiceError
 from domain.jobs import repository
 from domain.jobs.schemas import ErrorBody, JobCreate
 from domain.jobs.streaming import client_wants_usage, stream_mode
@@ -111,19 +111,22 @@ class _Call:
     async def answer(self, kind: JobKind, body: dict[str, Any]) -> Response:
         check = await webhook_check(self.request, [])
         job_create = JobCreate(kind=kind, request=body, priority=self.priority)
-        submitted, _ = await run_in_threadpool(
-            _submit,
-            job_create,
-            self.session,
-            self.settings,
-            self.enqueuer,
-            self.tenant,
-            self.counters,
-            self.rooms,
-            self.idempotency_key,
-            check,
-            self.key_id,
-        )
+        try:
+            submitted, _ = await run_in_threadpool(
+                _submit,
+                job_create,
+                self.session,
+                self.settings,
+                self.enqueuer,
+                self.tenant,
+                self.counters,
+                self.rooms,
+                self.idempotency_key,
+                check,
+                self.key_id,
+            )
+        except ServiceError as exc:
+            raise _named_as_sent(exc) from None
         release_admission(self.request.scope)  # stored: the wait below holds no admission slot
         waiter = completion_waiter(self.request)
         wait = asyncio.ensure_future(waiter.wait(submitted.id, self.timeout))
@@ -201,6 +204,18 @@ class _Call:
             job = repository.get_job(session, job_id, tenant_id=self.tenant)
             session.expunge(job)
             return job
+
+
+def _named_as_sent(exc: ServiceError) -> ServiceError:
+    """A drop-in call's body is its job's ``request``: an error names the parameter as the caller sent
+    it (``temperature``, not ``request.temperature``)."""
+    if exc.param is not None and exc.param.startswith(_REQUEST):
+        exc.param = exc.param.removeprefix(_REQUEST)
+        exc.args = (exc.message.removeprefix(_REQUEST), *exc.args[1:])
+    return exc
+
+
+_REQUEST = "request."
 
 
 def _sse(job_id: str) -> dict[str, str]:
