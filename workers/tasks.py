@@ -26,6 +26,7 @@ from domain.storage.models import utcnow
 from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from domain.tokens.text import warm_up as warm_up_tokenizers
 from infra.celery_conf import RUN_JOB_TASK, SWEEP_TASK
+from infra.gc_freeze import freeze_long_lived
 from workers.batch_tasks import BatchWorker, register_batch_tasks
 from workers.completion_notice import CompletionNotice
 from workers.dispatcher import BrokerSender, Dispatcher, DispatchPump
@@ -227,6 +228,8 @@ def register_tasks(
         queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or ())
         served = [name for name, tier in settings.tiers.tiers.items() if tier.queue in queues]
         state.dispatch_tiers = served or None
+        state.runner()  # its pools, clients and encodings, made before the freeze below
+        freeze_long_lived()
         state.heartbeat.start()
         if dispatch:
             state.pump.start()
