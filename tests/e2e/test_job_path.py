@@ -54,5 +54,14 @@ def test_one_job_of_each_kind_succeeds_with_the_simulators_usage(stack: Stack) -
 
 def test_finished_jobs_are_listed_by_status(stack: Stack) -> None:
     with stack.api() as api:
-        listed = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
-    assert {job["kind"] for job in listed["data"]} == {"chat", "vision", "embedding", "image"}
+        kinds = {
+            api.post("/v1/jobs", json={"kind": kind, "request": REQUESTS[kind]()}).json()["id"]: kind
+            for kind in ("chat", "vision", "embedding", "image")
+        }
+        stack.wait_jobs(api, list(kinds))
+        succeeded = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()["data"]
+        queued = api.get("/v1/jobs", params={"status": "queued", "limit": 100}).json()["data"]
+    listed = {job["id"]: job["kind"] for job in succeeded if job["id"] in kinds}
+    assert listed == kinds  # every one listed, each with its kind
+    assert all(job["status"] == "succeeded" for job in succeeded)
+    assert not {job["id"] for job in queued} & kinds.keys()
