@@ -50,8 +50,16 @@ MULTIPART_OVERHEAD = 64 * 1024
 class _Upload:
     """Stores an upload's bytes as they arrive: checks each piece, writes whole chunks to the database."""
 
-    def __init__(self, sessions: sessionmaker[Session], tenant_id: str, scanner: UploadScanner, form: Form):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        tenant_id: str,
+        scanner: UploadScanner,
+        form: Form,
+        now: datetime,
+    ) -> None:
         self.sessions = sessions
+        self.created_at = now  # the instant ``expires_after`` counts from, as the stored ``created_at``
         self.tenant_id = tenant_id
         self.scanner = scanner
         self.form = form
@@ -84,6 +92,7 @@ class _Upload:
                 filename=_filename(self.form.filename),
                 purpose="batch",
                 expires_at=None,
+                now=self.created_at,
             )
             return row.id
 
@@ -204,7 +213,7 @@ async def upload_file(request: Request, tenant: TenantDep, settings: SettingsDep
         max_lines=settings.batch_max_requests,
         max_line_bytes=settings.max_jsonl_line_bytes,
     )
-    upload = _Upload(request.app.state.sessions, tenant, scanner, form)
+    upload = _Upload(request.app.state.sessions, tenant, scanner, form, now)
     try:
         await read_multipart(
             request.headers.get("content-type"),
