@@ -8,7 +8,9 @@ ends up with all of them while the other idles (measured in ``bench/README.md``)
 
 The supervisor restarts a process that dies, stops everything if a process cannot start (a bad
 setting or a port held by another program would fail the same way again), and on SIGTERM or SIGINT
-passes the signal on and waits for the processes' graceful shutdown.
+passes the signal on and waits for the processes' graceful shutdown. ``SO_REUSEPORT`` would also let a
+second supervisor started on the same port join the first: each supervisor holds an abstract Unix
+socket named after its address for its lifetime, and a second one finds the name taken and stops.
 """
 
 from __future__ import annotations
@@ -80,6 +82,18 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def address_guard(host: str, port: int) -> socket.socket:
+    """Hold the name ``batchery-api:<host>:<port>`` in the abstract Unix socket namespace (released by
+    the kernel when the process ends, however it ends); OSError when another supervisor holds it."""
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        guard.bind(f"\0batchery-api:{host}:{port}")
+    except OSError:
+        guard.close()
+        raise
+    return guard
+
+
 def _die_with_parent() -> None:
     """Ask Linux to send this process SIGTERM when the supervisor dies, so no process is orphaned."""
     if sys.platform.startswith("linux"):
@@ -122,6 +136,16 @@ class Supervisor:
         self.stopping.set()
 
     def run(self) -> int:
+        address = f"{self.options.host}:{self.options.port}"
+        try:
+            guard = address_guard(self.options.host, self.options.port)
+        except OSError:
+            log.error("another batchery api already serves %s; stopping", address)
+            return STARTUP_FAILURE
+        with guard:
+            return self._supervise()
+
+    def _supervise(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.processes = [self._start_one() for _ in range(self.count)]

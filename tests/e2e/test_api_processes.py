@@ -153,3 +153,16 @@ def test_a_killed_supervisor_leaves_no_process(postgres_url: str, redis_url: str
         os.kill(process.popen.pid, signal.SIGKILL)
         process.popen.wait(timeout=10)
         wait_for(lambda: not any(_exists(pid) for pid in children), 40, what="the API processes gone")
+
+
+def test_a_second_supervisor_on_the_same_port_stops_instead_of_joining(
+    postgres_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    with api(tmp_path, postgres_url, redis_url, port) as first:
+        wait_for(lambda: len(_children(first.popen.pid)) == 2, 30, what="two API processes")
+        with api(tmp_path, postgres_url, redis_url, port) as second:
+            assert second.popen.wait(timeout=60) == 3
+            assert f"another batchery api already serves 127.0.0.1:{port}" in second.log_tail()
+        wait_http(f"http://127.0.0.1:{port}/healthz", first)
+        assert first.alive() and len(_children(first.popen.pid)) == 2
