@@ -30,6 +30,7 @@ from bench.harness import ROOT, machine, save
 from bench.isolated import PrivatePostgres, private_postgres, private_redis
 from bench.overload_client import closed_loop, open_loop
 from bench.overload_svg import draw
+from testbed.processes import spawned_children
 from testbed.redis_server import RedisServer
 
 LOGS = ROOT / "var" / "bench-overload"
@@ -46,19 +47,9 @@ def _payload(port: int) -> bytes:
 
 
 def _api_pids(stack: BenchStack) -> list[int]:
-    """The API's serving processes: uvicorn's spawned children, or the one process."""
+    """The API's serving processes: the supervisor's spawned children, or the one process."""
     parent = stack.processes["api"].popen.pid
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"spawn_main" in cmdline:
-                children.append(int(entry.name))
-    return children or [parent]
+    return spawned_children(parent) or [parent]
 
 
 SETTINGS: dict[str, str] = {}

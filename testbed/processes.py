@@ -54,6 +54,23 @@ class Process:
         self._log.close()
 
 
+def spawned_children(parent: int) -> list[int]:
+    """The Python processes ``parent`` started with multiprocessing's spawn (``batchery api --workers N``'s
+    serving processes), by pid."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 def batchery(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli.main", *args]
 

@@ -17,25 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.processes import Process, base_env, batchery, free_port, wait_for, wait_http
+from testbed.processes import Process, base_env, batchery, free_port, spawned_children, wait_for, wait_http
 
 pytestmark = pytest.mark.e2e
-
-
-def _children(parent: int) -> list[int]:
-    """The serving processes the supervisor started (spawned Python children)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"spawn_main" in cmdline:
-            pids.append(int(entry.name))
-    return sorted(pids)
 
 
 def _exists(pid: int) -> bool:
@@ -70,6 +54,13 @@ def _accepted_connections(port: int) -> dict[str, int]:
     return found
 
 
+def serving(process: Process, port: int) -> list[int]:
+    """Once both serving processes run and the port answers: their pids."""
+    wait_for(lambda: len(spawned_children(process.popen.pid)) == 2, 30, what="two API processes")
+    wait_http(f"http://127.0.0.1:{port}/healthz", process)
+    return spawned_children(process.popen.pid)
+
+
 @contextmanager
 def api(tmp_path: Path, postgres_url: str, redis_url: str, port: int, workers: int = 2) -> Iterator[Process]:
     env = base_env(
@@ -89,9 +80,7 @@ def api(tmp_path: Path, postgres_url: str, redis_url: str, port: int, workers: i
 def test_connections_spread_over_the_processes(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as process:
-        wait_for(lambda: len(_children(process.popen.pid)) == 2, 30, what="two API processes")
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        children = _children(process.popen.pid)
+        children = serving(process, port)
         wait_for(lambda: not _accepted_connections(port), 10, what="the probes' connections closed")
         # 32 keep-alive callers connecting at once, as a fleet of services does
         callers = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
@@ -115,16 +104,16 @@ def test_a_dead_process_is_replaced_and_sigterm_stops_them_all(
 ) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as process:
-        wait_for(lambda: len(_children(process.popen.pid)) == 2, 30, what="two API processes")
-        first, second = _children(process.popen.pid)
+        wait_for(lambda: len(spawned_children(process.popen.pid)) == 2, 30, what="two API processes")
+        first, second = spawned_children(process.popen.pid)
         os.kill(first, signal.SIGKILL)
 
         def replaced() -> bool:
-            now = _children(process.popen.pid)
+            now = spawned_children(process.popen.pid)
             return len(now) == 2 and first not in now
 
         wait_for(replaced, 30, what="a replacement process")
-        replacement = next(pid for pid in _children(process.popen.pid) if pid != second)
+        replacement = next(pid for pid in spawned_children(process.popen.pid) if pid != second)
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
         os.kill(process.popen.pid, signal.SIGTERM)  # the supervisor alone, as a container runtime does
         assert process.popen.wait(timeout=40) == 0
@@ -141,15 +130,13 @@ def test_a_port_held_by_another_program_stops_the_command(
         with api(tmp_path, postgres_url, redis_url, port) as process:
             assert process.popen.wait(timeout=60) == 3
             assert f"cannot listen on 127.0.0.1:{port}" in process.log_tail()
-            assert not _children(process.popen.pid)
+            assert not spawned_children(process.popen.pid)
 
 
 def test_a_killed_supervisor_leaves_no_process(postgres_url: str, redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as process:
-        wait_for(lambda: len(_children(process.popen.pid)) == 2, 30, what="two API processes")
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        children = _children(process.popen.pid)
+        children = serving(process, port)
         os.kill(process.popen.pid, signal.SIGKILL)
         process.popen.wait(timeout=10)
         wait_for(lambda: not any(_exists(pid) for pid in children), 40, what="the API processes gone")
@@ -160,9 +147,9 @@ def test_a_second_supervisor_on_the_same_port_stops_instead_of_joining(
 ) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as first:
-        wait_for(lambda: len(_children(first.popen.pid)) == 2, 30, what="two API processes")
+        wait_for(lambda: len(spawned_children(first.popen.pid)) == 2, 30, what="two API processes")
         with api(tmp_path, postgres_url, redis_url, port) as second:
             assert second.popen.wait(timeout=60) == 3
             assert f"another batchery api already serves 127.0.0.1:{port}" in second.log_tail()
         wait_http(f"http://127.0.0.1:{port}/healthz", first)
-        assert first.alive() and len(_children(first.popen.pid)) == 2
+        assert first.alive() and len(spawned_children(first.popen.pid)) == 2

@@ -23,7 +23,16 @@ from sqlalchemy import text
 
 from bench import procstat
 from domain.storage.sessions import make_engine
-from testbed.processes import ROOT, Process, base_env, batchery, free_port, wait_for, wait_http
+from testbed.processes import (
+    ROOT,
+    Process,
+    base_env,
+    batchery,
+    free_port,
+    spawned_children,
+    wait_for,
+    wait_http,
+)
 from tests.support.keys import create_key
 
 pytestmark = pytest.mark.e2e
@@ -166,23 +175,6 @@ def test_the_excess_is_refused_at_once_and_stores_nothing(
             wait_for(lambda: _refused(client, "read") >= statuses.count(503), 5, what="read refusals counted")
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """The processes uvicorn started to serve (its spawned children)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
-            pids.append(int(entry.name))
-    return sorted(pids)
-
-
 async def _submit_many(url: str, key: str, connections: int, per_connection: int) -> list[int]:
     port = int(url.rsplit(":", 1)[1])
     body = b'{"kind":"chat","request":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}}'
@@ -217,8 +209,8 @@ def test_two_processes_serve_and_their_counters_add_up(
     tenant = f"workers-{uuid.uuid4().hex[:8]}"
     key = create_key(postgres_url, tenant)
     with api_process(tmp_path, postgres_url, redis_url, "--workers", "2") as (url, process, _):
-        wait_for(lambda: len(_worker_pids(process.popen.pid)) == 2, 20, what="two API processes")
-        pids = _worker_pids(process.popen.pid)
+        wait_for(lambda: len(spawned_children(process.popen.pid)) == 2, 20, what="two API processes")
+        pids = spawned_children(process.popen.pid)
         for _ in range(2):  # every process answers its first requests
             wait_http(f"{url}/healthz", process)
         before = {pid: procstat.cpu_seconds(pid) for pid in pids}

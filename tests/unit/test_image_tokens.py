@@ -6,7 +6,6 @@ The images are real files built byte by byte (``tests.support.images``); nothing
 from __future__ import annotations
 
 import base64
-import socket
 from urllib.parse import quote_from_bytes
 
 import pytest
@@ -22,22 +21,7 @@ from domain.tokens.images import (
 )
 from tests.support.images import data_uri, gif, jpeg, png, webp_extended, webp_lossless, webp_lossy
 
-pytestmark = pytest.mark.unit
-
-
-# --- isolation: no network ------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A network that refuses every connection."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("offline")]  # counted with no network
 
 
 # --- vision tiles ----------------------------------------------------------------------------------

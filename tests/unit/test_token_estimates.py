@@ -6,7 +6,6 @@ Image sizes and vision tokens are in test_image_tokens.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
@@ -27,26 +26,11 @@ from domain.tokens.text import count_text_tokens, encoding_name_for_model, heuri
 from domain.tokens.tool_tokens import function_block_tokens
 from tests.support.images import data_uri, png
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("offline")]  # counted with no network
 
 
 def chat(model: str, content: Any, **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-
-
-# --- isolation: no network ------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A network that refuses every connection."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 # --- text tokens, offline --------------------------------------------------------------------------

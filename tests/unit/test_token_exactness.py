@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from tiktoken_ext import openai_public
 from domain.tokens.text import CL100K, O200K, count_text_tokens
 from simulator.prompt_tokens import count_tokens as simulator_count
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("offline")]  # counted with no network
 
 CORPUS = {
     "korean": "안녕하세요. 오늘은 배치 작업 대기열을 설계하는 방법을 알아보겠습니다. 토큰 수를 정확히 세야 "
@@ -44,16 +43,6 @@ CORPUS = {
     "long_run": "a" * 3000 + "ㅋ" * 1000 + "!" * 500,
     "accents": "naïve café résumé Ångström façade coöperate Straße İstanbul ﬁ",
 }
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def _bundled_o200k() -> Path:
