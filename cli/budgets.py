@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy.orm import Session
-
+from cli.command_session import command_session
 from config.errors import BatcheryError
-from config.settings import get_settings
 from domain.budgets.limits import BudgetLimits, clear_budget, set_budget
 from domain.budgets.schemas import budget_out
 from domain.budgets.status import budget_status
-from domain.errors import ServiceError, Unavailable
-from domain.storage.sessions import make_engine, make_session_factory, session_scope
 
 
 class BudgetsError(BatcheryError):
@@ -79,21 +73,6 @@ def _tokens(text: str) -> int:
     return value
 
 
-@contextmanager
-def _session() -> Iterator[Session]:
-    settings = get_settings()
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            yield session
-    except Unavailable as exc:
-        raise BudgetsError(f"{exc.message} (is it migrated? run `batchery db upgrade`)") from exc
-    except ServiceError as exc:
-        raise BudgetsError(exc.message) from exc
-    finally:
-        engine.dispose()
-
-
 def run_set(args: argparse.Namespace) -> int:
     limits = BudgetLimits(
         usd_per_day=args.usd_per_day,
@@ -102,7 +81,7 @@ def run_set(args: argparse.Namespace) -> int:
         tokens_per_month=args.tokens_per_month,
         allow_unpriced=args.allow_unpriced,
     )
-    with _session() as session:
+    with command_session(BudgetsError) as session:
         set_budget(session, limits, tenant_id=args.tenant, key_id=args.key)
     whose = f"API key {args.key} of tenant {args.tenant}" if args.key else f"tenant {args.tenant}"
     shown = [
@@ -118,7 +97,7 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def run_clear(args: argparse.Namespace) -> int:
-    with _session() as session:
+    with command_session(BudgetsError) as session:
         removed = clear_budget(session, tenant_id=args.tenant, key_id=args.key)
     whose = f"API key {args.key} of tenant {args.tenant}" if args.key else f"tenant {args.tenant}"
     if not removed:
@@ -136,7 +115,7 @@ def _limit(used: float, reserved: float, limit: float | None, money: bool) -> st
 
 
 def run_show(args: argparse.Namespace) -> int:
-    with _session() as session:
+    with command_session(BudgetsError) as session:
         budgets = [
             budget_out(status)
             for status in budget_status(session, now=datetime.now(UTC), tenant_id=args.tenant)

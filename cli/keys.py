@@ -11,17 +11,11 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.orm import Session
-
+from cli.command_session import command_session
 from config.errors import BatcheryError
-from config.settings import get_settings
-from domain.errors import Unavailable
-from domain.storage.sessions import make_engine, make_session_factory, session_scope
 from domain.tenancy import api_keys
 from domain.tenancy.api_keys import DEFAULT_SCOPES, Scope
 
@@ -80,23 +74,10 @@ def parse_expiry(text: str | None, now: datetime) -> datetime | None:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-@contextmanager
-def _session() -> Iterator[Session]:
-    settings = get_settings()
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            yield session
-    except Unavailable as exc:
-        raise KeysError(f"{exc.message} (is it migrated? run `batchery db upgrade`)") from exc
-    finally:
-        engine.dispose()
-
-
 def run_create(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     expires_at = parse_expiry(args.expires, now)
-    with _session() as session:
+    with command_session(KeysError) as session:
         issued = api_keys.create_key(
             session,
             tenant_id=args.tenant,
@@ -118,7 +99,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    with _session() as session:
+    with command_session(KeysError) as session:
         rows = [_row(key, now) for key in api_keys.list_keys(session, tenant_id=args.tenant)]
     if args.json:
         for row in rows:
@@ -135,7 +116,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
-    with _session() as session:
+    with command_session(KeysError) as session:
         for key_id in args.ids:
             row = api_keys.revoke_key(session, key_id, now=now)
             print(f"revoked key {row.id} (tenant {row.tenant_id})")
