@@ -1,6 +1,8 @@
 """ASGI middleware that bounds the requests in flight and refuses the excess quickly (at once, or after a
 short wait for a slot): 503 ``overloaded`` with ``Retry-After``, before any route, dependency or
 database session runs, so a refused request stores nothing and costs little more than its parsing.
+``AdmittingFastAPI`` puts it outside even FastAPI's own layers (its error, telemetry and body-size
+middleware), so under a flood a refusal costs the parsing and one canned answer.
 
 Beyond what one process can serve, a request that waits inside the server only comes back too late:
 the caller has timed out, retries, and the retry adds to the load. Refusing at once keeps what is
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.metrics import catalog
@@ -149,6 +152,7 @@ class AdmissionMiddleware:
         self.writes = AdmissionLane("write", max_writes, max_wait_seconds)
         self.reads = AdmissionLane("read", max_reads, max_wait_seconds)
         self.retry_after = str(retry_after_seconds).encode()
+        self._refusals = {lane.name: _refusal(lane, self.retry_after) for lane in (self.writes, self.reads)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or str(scope.get("path", "")).startswith(NEVER_SHED):
@@ -175,24 +179,57 @@ class AdmissionMiddleware:
             release()
 
     async def _refuse(self, send: Send, lane: AdmissionLane) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "overloaded",
-                    "message": f"the server is at capacity ({lane.limit} {lane.name} requests in flight); "
-                    "retry after the Retry-After header's seconds",
-                    "param": None,
-                    "type": "server_error",
-                }
+        start, body = self._refusals[lane.name]
+        await send(start)
+        await send(body)
+
+
+def _refusal(lane: AdmissionLane, retry_after: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a lane's refusal, built once: every refusal of the lane is the same."""
+    body = json.dumps(
+        {
+            "error": {
+                "code": "overloaded",
+                "message": f"the server is at capacity ({lane.limit} {lane.name} requests in flight); "
+                "retry after the Retry-After header's seconds",
+                "param": None,
+                "type": "server_error",
             }
-        ).encode()
-        headers: list[Any] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", self.retry_after),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", retry_after),
+    ]
+    return (
+        {"type": "http.response.start", "status": 503, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+class AdmittingFastAPI(FastAPI):
+    """A FastAPI application whose outermost layer is admission (``admit``), outside FastAPI's own error,
+    telemetry and body-size layers as well as the app's other middleware: a refused request runs none of
+    them. Starlette still sets ``scope["app"]`` first, which the refusal count uses."""
+
+    admission_limits: dict[str, Any] | None = None
+
+    def admit(
+        self, *, max_writes: int, max_reads: int, max_wait_seconds: float, retry_after_seconds: int
+    ) -> None:
+        self.admission_limits = {
+            "max_writes": max_writes,
+            "max_reads": max_reads,
+            "max_wait_seconds": max_wait_seconds,
+            "retry_after_seconds": retry_after_seconds,
+        }
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.admission_limits is None:
+            return stack
+        return AdmissionMiddleware(stack, **self.admission_limits)
 
 
 def _count_refusal(scope: Scope, lane: str) -> None:

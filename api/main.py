@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI
 
-from api.admission import AdmissionMiddleware
+from api.admission import AdmittingFastAPI
 from api.auth import warn_if_auth_disabled
 from api.body_limit import BodyLimitMiddleware
 from api.deps import flush_job_counters
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = AdmittingFastAPI(
         title="batchery",
         version="0.1.0",
         summary="A self-hosted job queue for OpenAI-compatible APIs.",
@@ -74,8 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/v1/files",)
     )  # uploads are limited while they stream (api.routes.files)
     app.add_middleware(RequestTargetMiddleware, max_length=settings.max_url_length)
-    app.add_middleware(  # outermost: the excess is refused before anything else runs (README: Overload)
-        AdmissionMiddleware,
+    app.admit(  # outermost: the excess is refused before anything else runs (README: Overload)
         max_writes=settings.api_max_inflight_writes,
         max_reads=settings.api_max_inflight_reads,
         max_wait_seconds=settings.api_admission_wait_ms / 1000,
