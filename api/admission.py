@@ -55,6 +55,12 @@ not as long as a full waiting room takes to drain."""
 RATE_WINDOW = 0.5
 """Seconds over which the lane measures its service rate, counted only while requests wait (its
 capacity, not the offered load)."""
+REFUSALS_PER_SERVED = 4
+"""Refusals a second answered at once, per request a second the lane serves (``served_rate``). Beyond that
+pace (callers that retry a refusal at once, ignoring Retry-After) each refusal waits its turn, so
+refusing never takes more than a small share of the process from the work it accepted."""
+MAX_REFUSAL_DELAY = 0.25
+"""Seconds a refusal waits for its turn at most; beyond it, it is answered at once."""
 
 
 @dataclass(slots=True)
@@ -76,9 +82,14 @@ class AdmissionLane:
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
     rate: float = 0.0
     """Requests a second the lane served while requests waited (0 until measured)."""
+    served_rate: float = 0.0
+    """Requests a second the lane served, waiters or not (0 until measured): what paces refusals."""
     clock: Callable[[], float] = time.monotonic
     _window_start: float = 0.0
     _window_served: int = 0
+    _next_refusal: float = 0.0
+    _served_since: float = 0.0
+    _served: int = 0
 
     async def enter(self) -> bool:
         """Take a slot (True), or give up at once or after ``max_wait`` (False)."""
@@ -104,7 +115,25 @@ class AdmissionLane:
                 self._forget(waiter)
         return True  # the slot was handed over: in_flight already counts it
 
+    def refusal_delay(self) -> float:
+        """Seconds this refusal waits before it is answered: 0 while refusals come no faster than
+        ``REFUSALS_PER_SERVED`` times the lane's rate; beyond that they are answered in turn at that
+        pace (each one's turn booked here), unless the turn is more than ``MAX_REFUSAL_DELAY`` away.
+
+        Against callers that send again the moment they are refused, the pace bounds the work spent on
+        refusals; against callers that honour Retry-After, or offered load that does not depend on how
+        fast refusals come back, nothing waits."""
+        if self.served_rate <= 0:
+            return 0.0
+        now = self.clock()
+        turn = max(now, self._next_refusal)
+        if turn - now > MAX_REFUSAL_DELAY:
+            return 0.0
+        self._next_refusal = turn + 1 / (REFUSALS_PER_SERVED * self.served_rate)
+        return turn - now
+
     def leave(self) -> None:
+        self._count_served()
         if self.waiters:
             self._served_while_full()
         while self.waiters:
@@ -126,6 +155,19 @@ class AdmissionLane:
             measured = self._window_served / elapsed
             self.rate = measured if self.rate == 0 else 0.5 * self.rate + 0.5 * measured
             self._window_start, self._window_served = now, 0
+
+    def _count_served(self) -> None:
+        """Count one request served; every ``RATE_WINDOW`` fold the count into ``served_rate`` (a moving
+        average). A window that saw a long pause is dropped, not folded: idling is not slowness."""
+        now = self.clock()
+        elapsed = now - self._served_since
+        if elapsed > 4 * RATE_WINDOW:
+            self._served_since, self._served = now, 0
+        elif elapsed >= RATE_WINDOW:
+            measured = self._served / elapsed
+            self.served_rate = measured if self.served_rate == 0 else 0.5 * self.served_rate + 0.5 * measured
+            self._served_since, self._served = now, 0
+        self._served += 1
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):
@@ -162,6 +204,9 @@ class AdmissionMiddleware:
         if not await lane.enter():
             lane.refused += 1
             _count_refusal(scope, lane.name)
+            delay = lane.refusal_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
             await self._refuse(send, lane)
             return
         left = False

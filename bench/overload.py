@@ -2,12 +2,17 @@
 closed-loop capacity of 2 API processes (``batchery api --workers 2``) against 1, in the same run.
 
     python -m bench.overload [--steps 0.5,0.75,1,1.5,2,3] [--seconds 4] [--connections 512]
+                             [--storm-connections 16,64,256]
 
 On PostgreSQL (a private server), Redis, and no worker: the jobs stay queued. Default settings.
 
-1. Capacity: closed loop (``--closed-connections`` callers, default 32) against 1 process, then 2
+1. Capacity: closed loop (``--closed-connections`` callers, default 16) against 1 process, then 2
    processes, then 1 and 2 again (``--rounds``); the medians, and their ratio.
-2. The curve, 1 process: open loop at each step times the measured capacity, from
+2. Callers that retry at once: closed loop against 1 process from ``--storm-connections`` callers
+   (default 16, 64 and 256), each sending again the moment it is answered, refused or not (ignoring
+   Retry-After). Per count: the accepted and refused rates, p50 and p99 of accepted requests, and the
+   accepted rate against that of the fewest callers: it must not collapse as callers are added.
+3. The curve, 1 process: open loop at each step times the measured capacity, from
    ``--connections`` keep-alive connections (``bench.overload_client``). Per offered rate: the
    accepted (202) rate, p50 and p99 of accepted requests from their due time, the share refused
    (503 ``overloaded``), failed or timed-out requests, and the client's CPU per request next to the
@@ -94,6 +99,41 @@ def capacity(
         context.__exit__(None, None, None)
 
 
+def retry_storm(
+    pg: PrivatePostgres, redis_server: RedisServer, seconds: float, counts: list[int]
+) -> list[dict[str, Any]]:
+    context, stack = _start(pg, redis_server, LOGS / "retry-storm", 1)
+    try:
+        port = int(stack.api_url.rsplit(":", 1)[1])
+        payload = _payload(port)
+        closed_loop(port, payload, 1.5, counts[0])  # warm-up
+        pid = _api_pids(stack)[0]
+        rows: list[dict[str, Any]] = []
+        for connections in counts:
+            cpu = procstat.cpu_seconds(pid)
+            outcome = closed_loop(port, payload, seconds, connections)
+            accepted = outcome.count(202) / outcome.seconds
+            rows.append(
+                {
+                    "connections": connections,
+                    "accepted_per_second": round(accepted, 1),
+                    "refused_per_second": round(outcome.count(503) / outcome.seconds, 1),
+                    "p50_ms": round(outcome.percentile(202, 0.5) * 1000, 1),
+                    "p99_ms": round(outcome.percentile(202, 0.99) * 1000, 1),
+                    "failed": outcome.failed,
+                    "accepted_vs_fewest": round(accepted / rows[0]["accepted_per_second"], 2)
+                    if rows
+                    else 1.0,
+                    "api_cpu_share": round((procstat.cpu_seconds(pid) - cpu) / outcome.seconds, 2),
+                    "client_cpu_share": round(outcome.client_cpu_seconds / outcome.seconds, 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        return rows
+    finally:
+        context.__exit__(None, None, None)
+
+
 def curve(
     pg: PrivatePostgres, redis_server: RedisServer, rates: list[float], seconds: float, connections: int
 ) -> list[dict[str, Any]]:
@@ -146,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=2, help="alternated capacity rounds of 1 and 2 processes"
     )
+    parser.add_argument("--storm-connections", default="16,64,256", help="callers of the retry storm")
+    parser.add_argument("--storm-seconds", type=float, default=4.0, help="length of each retry-storm step")
     parser.add_argument("--set", action="append", default=[], help="NAME=VALUE, a setting of the API")
     parser.add_argument("--skip-capacity", type=float, help="use this capacity, measure no capacity")
     args = parser.parse_args(argv)
@@ -169,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": rounds,
         }
         print(json.dumps({k: v for k, v in record["capacity"].items() if k != "rounds"}), flush=True)
+        counts = [int(count) for count in args.storm_connections.split(",") if count]
+        record["retry_storm"] = retry_storm(pg, redis_server, args.storm_seconds, counts) if counts else []
         steps = [float(step) for step in args.steps.split(",")]
         record["curve"] = curve(
             pg, redis_server, [one * step for step in steps], args.seconds, args.connections

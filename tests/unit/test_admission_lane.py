@@ -1,5 +1,6 @@
 """``api.admission.AdmissionLane``: at most ``limit`` in flight, at most ``limit`` waiting, a freed slot
-handed to the oldest waiter, and a waiter that waits too long gives up without taking a slot."""
+handed to the oldest waiter, a waiter that waits too long gives up without taking a slot, and refusals
+beyond their pace wait their turn."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from api.admission import WAITING_PER_SLOT, AdmissionLane
+from api.admission import MAX_REFUSAL_DELAY, REFUSALS_PER_SERVED, WAITING_PER_SLOT, AdmissionLane
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +85,51 @@ def test_once_its_rate_is_measured_a_request_behind_too_much_work_is_refused_at_
     rate, refused, waits = asyncio.run(scenario())
     assert rate == pytest.approx(52, rel=0.05)
     assert refused and waits
+
+
+def _measured_lane(rate: float, now: list[float]) -> AdmissionLane:
+    lane = AdmissionLane("write", limit=8, max_wait=1.0, clock=lambda: now[0])
+    lane.served_rate = rate
+    return lane
+
+
+def test_refusals_no_faster_than_their_pace_are_answered_at_once() -> None:
+    now = [100.0]
+    lane = _measured_lane(50.0, now)
+    delays = []
+    for _ in range(20):
+        delays.append(lane.refusal_delay())
+        now[0] += 1 / (REFUSALS_PER_SERVED * 50.0)  # exactly the pace
+    assert delays == [0.0] * 20
+    assert AdmissionLane("write", limit=8, max_wait=1.0).refusal_delay() == 0.0  # no rate measured yet
+
+
+def test_the_served_rate_counts_every_request_served_and_skips_pauses() -> None:
+    now = [100.0]
+    lane = AdmissionLane("write", limit=8, max_wait=1.0, clock=lambda: now[0])
+    lane.leave()  # after a long idle: a new window starts, nothing is folded
+    assert lane.served_rate == 0.0
+    for _ in range(150):  # 200 a second for 0.75 s, no waiters
+        now[0] += 0.005
+        lane.in_flight += 1
+        lane.leave()
+    assert lane.served_rate == pytest.approx(200, rel=0.03)
+    now[0] += 60.0  # a pause: dropped, not averaged in
+    lane.in_flight += 1
+    lane.leave()
+    assert lane.served_rate == pytest.approx(200, rel=0.03)
+
+
+def test_refusals_faster_than_their_pace_wait_their_turn_up_to_the_bound() -> None:
+    """A caller that sends again the moment it is refused: 100 refusals at one instant, a lane that
+    serves 64 a second while full. They are answered one pace apart, each in turn, until a turn would be
+    more than the bound away; the rest are answered at once and book no turn."""
+    now = [100.0]
+    lane = _measured_lane(64.0, now)  # a pace whose spacing is exact in binary
+    delays = [lane.refusal_delay() for _ in range(100)]
+    spacing = 1 / (REFUSALS_PER_SERVED * 64.0)
+    booked = int(MAX_REFUSAL_DELAY / spacing) + 1
+    assert delays[:booked] == pytest.approx([i * spacing for i in range(booked)])
+    assert delays[booked:] == [0.0] * (100 - booked)
+    now[0] += 10.0  # the flood is over: a refusal is answered at once again
+    assert lane.refusal_delay() == 0.0
