@@ -117,7 +117,7 @@ class AdmissionLane:
 
     def refusal_delay(self) -> float:
         """Seconds this refusal waits before it is answered: 0 while refusals come no faster than
-        ``REFUSALS_PER_SERVED`` times the lane's rate; beyond that they are answered in turn at that
+        ``REFUSALS_PER_SERVED`` times ``served_rate``; beyond that they are answered in turn at that
         pace (each one's turn booked here), unless the turn is more than ``MAX_REFUSAL_DELAY`` away.
 
         Against callers that send again the moment they are refused, the pace bounds the work spent on

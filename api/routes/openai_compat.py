@@ -53,7 +53,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
 _WRITE = [require_scope("jobs:write")]
 OpenAIBody = Annotated[dict[str, Any], Body()]
-Timeout = Annotated[float | None, Header(alias="x-batchery-timeout", gt=0)]
+Timeout = Annotated[float | None, Header(alias="x-batchery-timeout", gt=0, allow_inf_nan=False)]
 Priority = Annotated[int, Header(alias="x-batchery-priority", ge=-100, le=100)]
 CancelOnDisconnect = Annotated[bool, Header(alias="x-batchery-cancel-on-disconnect")]
 

@@ -86,6 +86,8 @@ def test_a_hostile_drop_in_body_gets_4xx_naming_the_parameter_and_stores_nothing
     ("header", "value"),
     [
         ("x-batchery-timeout", "nan"),
+        ("x-batchery-timeout", "inf"),
+        ("x-batchery-timeout", "Infinity"),
         ("x-batchery-timeout", "-1"),
         ("x-batchery-timeout", "soon"),
         ("x-batchery-priority", "2147483648"),
