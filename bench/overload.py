@@ -7,7 +7,7 @@ closed-loop capacity of 2 API processes (``batchery api --workers 2``) against 1
 On PostgreSQL (a private server), Redis, and no worker: the jobs stay queued. Default settings.
 
 1. Capacity: closed loop (``--closed-connections`` callers, default 16) against 1 process, then 2
-   processes, then 1 and 2 again (``--rounds``); the medians, and their ratio.
+   processes, and so on (``--rounds``, default 3); the medians, and their ratio.
 2. Callers that retry at once: closed loop against 1 process from ``--storm-connections`` callers
    (default 16, 64 and 256), each sending again the moment it is answered, refused or not (ignoring
    Retry-After). Per count: the accepted and refused rates, p50 and p99 of accepted requests, and the
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--closed-seconds", type=float, default=5.0, help="length of each capacity round")
     parser.add_argument("--closed-connections", type=int, default=16)
     parser.add_argument(
-        "--rounds", type=int, default=2, help="alternated capacity rounds of 1 and 2 processes"
+        "--rounds", type=int, default=3, help="alternated capacity rounds of 1 and 2 processes"
     )
     parser.add_argument("--storm-connections", default="16,64,256", help="callers of the retry storm")
     parser.add_argument("--storm-seconds", type=float, default=4.0, help="length of each retry-storm step")
