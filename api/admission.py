@@ -53,14 +53,35 @@ MAX_QUEUE_DELAY = 0.1
 request is refused at once, so under sustained overload an accepted request waits about this long,
 not as long as a full waiting room takes to drain."""
 RATE_WINDOW = 0.5
-"""Seconds over which the lane measures its service rate, counted only while requests wait (its
-capacity, not the offered load)."""
+"""Seconds of each window over which a lane measures its rates (``RateMeter``)."""
 REFUSALS_PER_SERVED = 4
-"""Refusals a second answered at once, per request a second the lane serves (``served_rate``). Beyond that
+"""Refusals a second answered at once, per request a second the lane serves (``served``). Beyond that
 pace (callers that retry a refusal at once, ignoring Retry-After) each refusal waits its turn, so
 refusing never takes more than a small share of the process from the work it accepted."""
 MAX_REFUSAL_DELAY = 0.25
 """Seconds a refusal waits for its turn at most; beyond it, it is answered at once."""
+
+
+@dataclass(slots=True)
+class RateMeter:
+    """Events a second: counted in windows of ``RATE_WINDOW`` seconds, each folded into a moving average
+    (so one slow window does not swing it). A gap of more than four windows starts a new run: a pause is
+    not slowness."""
+
+    per_second: float = 0.0
+    """0 until a window has been measured."""
+    _since: float = 0.0
+    _count: int = 0
+
+    def count(self, now: float) -> None:
+        if self._count == 0 or now - self._since > 4 * RATE_WINDOW:
+            self._since, self._count = now, 0
+        self._count += 1
+        elapsed = now - self._since
+        if elapsed >= RATE_WINDOW:
+            measured = self._count / elapsed
+            self.per_second = measured if self.per_second == 0 else 0.5 * self.per_second + 0.5 * measured
+            self._since, self._count = now, 0
 
 
 @dataclass(slots=True)
@@ -80,16 +101,12 @@ class AdmissionLane:
     in_flight: int = 0
     refused: int = 0
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
-    rate: float = 0.0
-    """Requests a second the lane served while requests waited (0 until measured)."""
-    served_rate: float = 0.0
-    """Requests a second the lane served, waiters or not (0 until measured): what paces refusals."""
+    while_full: RateMeter = field(default_factory=RateMeter)
+    """Requests served while others waited: the lane's capacity, which bounds the wait."""
+    served: RateMeter = field(default_factory=RateMeter)
+    """Requests served, waiters or not: what paces refusals."""
     clock: Callable[[], float] = time.monotonic
-    _window_start: float = 0.0
-    _window_served: int = 0
     _next_refusal: float = 0.0
-    _served_since: float = 0.0
-    _served: int = 0
 
     async def enter(self) -> bool:
         """Take a slot (True), or give up at once or after ``max_wait`` (False)."""
@@ -98,7 +115,8 @@ class AdmissionLane:
             return True
         if self.max_wait <= 0 or len(self.waiters) >= WAITING_PER_SLOT * self.limit:
             return False
-        if self.rate > 0 and len(self.waiters) + 1 > self.rate * MAX_QUEUE_DELAY:
+        rate = self.while_full.per_second
+        if rate > 0 and len(self.waiters) + 1 > rate * MAX_QUEUE_DELAY:
             return False  # the waiters already hold more work than an accepted request should wait for
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
@@ -117,57 +135,33 @@ class AdmissionLane:
 
     def refusal_delay(self) -> float:
         """Seconds this refusal waits before it is answered: 0 while refusals come no faster than
-        ``REFUSALS_PER_SERVED`` times ``served_rate``; beyond that they are answered in turn at that
+        ``REFUSALS_PER_SERVED`` times the served rate; beyond that they are answered in turn at that
         pace (each one's turn booked here), unless the turn is more than ``MAX_REFUSAL_DELAY`` away.
 
         Against callers that send again the moment they are refused, the pace bounds the work spent on
         refusals; against callers that honour Retry-After, or offered load that does not depend on how
         fast refusals come back, nothing waits."""
-        if self.served_rate <= 0:
+        served_rate = self.served.per_second
+        if served_rate <= 0:
             return 0.0
         now = self.clock()
         turn = max(now, self._next_refusal)
         if turn - now > MAX_REFUSAL_DELAY:
             return 0.0
-        self._next_refusal = turn + 1 / (REFUSALS_PER_SERVED * self.served_rate)
+        self._next_refusal = turn + 1 / (REFUSALS_PER_SERVED * served_rate)
         return turn - now
 
     def leave(self) -> None:
-        self._count_served()
+        now = self.clock()
+        self.served.count(now)
         if self.waiters:
-            self._served_while_full()
+            self.while_full.count(now)
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
         self.in_flight -= 1
-
-    def _served_while_full(self) -> None:
-        """Count one request served while others waited; every ``RATE_WINDOW`` fold the count into
-        ``rate`` (a moving average, so one slow window does not shut the lane)."""
-        now = self.clock()
-        if self._window_served == 0 or now - self._window_start > 4 * RATE_WINDOW:
-            self._window_start, self._window_served = now, 0  # a new run of fullness starts here
-        self._window_served += 1
-        elapsed = now - self._window_start
-        if elapsed >= RATE_WINDOW:
-            measured = self._window_served / elapsed
-            self.rate = measured if self.rate == 0 else 0.5 * self.rate + 0.5 * measured
-            self._window_start, self._window_served = now, 0
-
-    def _count_served(self) -> None:
-        """Count one request served; every ``RATE_WINDOW`` fold the count into ``served_rate`` (a moving
-        average). A window that saw a long pause is dropped, not folded: idling is not slowness."""
-        now = self.clock()
-        elapsed = now - self._served_since
-        if elapsed > 4 * RATE_WINDOW:
-            self._served_since, self._served = now, 0
-        elif elapsed >= RATE_WINDOW:
-            measured = self._served / elapsed
-            self.served_rate = measured if self.served_rate == 0 else 0.5 * self.served_rate + 0.5 * measured
-            self._served_since, self._served = now, 0
-        self._served += 1
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):

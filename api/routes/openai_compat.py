@@ -206,6 +206,9 @@ class _Call:
             return job
 
 
+_REQUEST = "request."
+
+
 def _named_as_sent(exc: ServiceError) -> ServiceError:
     """A drop-in call's body is its job's ``request``: an error names the parameter as the caller sent
     it (``temperature``, not ``request.temperature``)."""
@@ -213,9 +216,6 @@ def _named_as_sent(exc: ServiceError) -> ServiceError:
         exc.param = exc.param.removeprefix(_REQUEST)
         exc.args = (exc.message.removeprefix(_REQUEST), *exc.args[1:])
     return exc
-
-
-_REQUEST = "request."
 
 
 def _sse(job_id: str) -> dict[str, str]:

@@ -104,8 +104,7 @@ def test_a_dead_process_is_replaced_and_sigterm_stops_them_all(
 ) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as process:
-        wait_for(lambda: len(spawned_children(process.popen.pid)) == 2, 30, what="two API processes")
-        first, second = spawned_children(process.popen.pid)
+        first, second = serving(process, port)
         os.kill(first, signal.SIGKILL)
 
         def replaced() -> bool:
@@ -147,7 +146,7 @@ def test_a_second_supervisor_on_the_same_port_stops_instead_of_joining(
 ) -> None:
     port = free_port()
     with api(tmp_path, postgres_url, redis_url, port) as first:
-        wait_for(lambda: len(spawned_children(first.popen.pid)) == 2, 30, what="two API processes")
+        serving(first, port)
         with api(tmp_path, postgres_url, redis_url, port) as second:
             assert second.popen.wait(timeout=60) == 3
             assert f"another batchery api already serves 127.0.0.1:{port}" in second.log_tail()

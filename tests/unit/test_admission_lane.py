@@ -80,7 +80,7 @@ def test_once_its_rate_is_measured_a_request_behind_too_much_work_is_refused_at_
         waits = not late.done()
         for task in [*burst, late]:
             task.cancel()
-        return lane.rate, refused, waits
+        return lane.while_full.per_second, refused, waits
 
     rate, refused, waits = asyncio.run(scenario())
     assert rate == pytest.approx(52, rel=0.05)
@@ -89,7 +89,7 @@ def test_once_its_rate_is_measured_a_request_behind_too_much_work_is_refused_at_
 
 def _measured_lane(rate: float, now: list[float]) -> AdmissionLane:
     lane = AdmissionLane("write", limit=8, max_wait=1.0, clock=lambda: now[0])
-    lane.served_rate = rate
+    lane.served.per_second = rate
     return lane
 
 
@@ -108,16 +108,16 @@ def test_the_served_rate_counts_every_request_served_and_skips_pauses() -> None:
     now = [100.0]
     lane = AdmissionLane("write", limit=8, max_wait=1.0, clock=lambda: now[0])
     lane.leave()  # after a long idle: a new window starts, nothing is folded
-    assert lane.served_rate == 0.0
+    assert lane.served.per_second == 0.0
     for _ in range(150):  # 200 a second for 0.75 s, no waiters
         now[0] += 0.005
         lane.in_flight += 1
         lane.leave()
-    assert lane.served_rate == pytest.approx(200, rel=0.03)
+    assert lane.served.per_second == pytest.approx(200, rel=0.03)
     now[0] += 60.0  # a pause: dropped, not averaged in
     lane.in_flight += 1
     lane.leave()
-    assert lane.served_rate == pytest.approx(200, rel=0.03)
+    assert lane.served.per_second == pytest.approx(200, rel=0.03)
 
 
 def test_refusals_faster_than_their_pace_wait_their_turn_up_to_the_bound() -> None:
